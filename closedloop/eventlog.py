@@ -1,0 +1,218 @@
+"""The one log: every fact, appended once, never changed.
+
+Appending is idempotent on the contract's key (`source`, `id`): the receipt of each key is
+written in the same transaction as the fact, so a resend is a no-op even across restarts
+and processes. A resend whose content differs from the original is not silently accepted
+either: it is reported as a conflict (the caller quarantines it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import orjson
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from closedloop.domain.facts import Fact
+from closedloop.storage import EVENTS_TABLE, Storage
+
+RECEIPTS_TABLE = "closedloop_receipts"
+_CHUNK = 400
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def digest(fact: Fact) -> str:
+    """What a resend must match to be the same event."""
+    body = orjson.dumps(
+        [fact.type, fact.subject, fact.time_ms, fact.data], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+def encode(fact: Fact, recorded_ms: int) -> bytes:
+    return orjson.dumps(
+        {"source": fact.source, "id": fact.id, "subject": fact.subject, "time": fact.time_ms,
+         "recorded": recorded_ms, "data": fact.data}
+    )
+
+
+def decode(position: int, topic: str, state: bytes) -> Fact:
+    body = orjson.loads(state)
+    return Fact(topic, body["subject"], body["source"], body["id"], body["time"], body["data"],
+                body["recorded"], position)
+
+
+@dataclass
+class Appended:
+    """What an append did with each fact it was given."""
+
+    stored: list[Fact] = field(default_factory=list)
+    duplicates: list[Fact] = field(default_factory=list)
+    # (fact, position of the original) where a resend's content differs from the original
+    conflicts: list[tuple[Fact, int]] = field(default_factory=list)
+
+    @property
+    def head(self) -> int | None:
+        return self.stored[-1].position if self.stored else None
+
+
+class EventLog:
+    def __init__(self, storage: Storage, clock: Callable[[], int] = now_ms, cache_size: int = 200_000):
+        self.storage = storage
+        self.clock = clock
+        storage.create([
+            f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} (source TEXT NOT NULL, event_id TEXT NOT NULL, "
+            "position {bigint} NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (source, event_id))",
+        ])
+        # Last version of each stream this process wrote; another writer makes it stale,
+        # which the log's unique (stream, version) key detects, and the append retries.
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._cache_size = cache_size
+
+    # --- writing ---------------------------------------------------------------------------
+    def append(self, facts: Sequence[Fact]) -> Appended:
+        for attempt in range(5):
+            try:
+                return self._append(facts)
+            except IntegrityError:
+                self._versions.clear()
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _append(self, facts: Sequence[Fact]) -> Appended:
+        result = Appended()
+        if not facts:
+            return result
+        with self.storage.writing() as tx:
+            known = self._receipts(tx, {f.key for f in facts})
+            fresh: list[tuple[Fact, str]] = []
+            seen: dict[tuple[str, str], str] = {}
+            for fact in facts:
+                d = digest(fact)
+                prior = known.get(fact.key)
+                if prior is None and fact.key in seen:
+                    prior = (0, seen[fact.key])
+                if prior is not None:
+                    if prior[1] == d:
+                        result.duplicates.append(fact)
+                    else:
+                        result.conflicts.append((fact, prior[0]))
+                    continue
+                seen[fact.key] = d
+                fresh.append((fact, d))
+            if not fresh:
+                return result
+            versions = self._stream_versions(tx, {f.stream for f, _ in fresh})
+            recorded = self.clock()
+            stored_events = []
+            for fact, _ in fresh:
+                stream = fact.stream
+                version = versions.get(stream, 0) + 1
+                versions[stream] = version
+                stored_events.append(StoredEvent(stream, version, fact.type, encode(fact, recorded)))
+            positions = self.storage.insert_stored(tx, stored_events)
+            tx.executemany(
+                f"INSERT INTO {RECEIPTS_TABLE} (source, event_id, position, digest) VALUES (?,?,?,?)",
+                [(f.source, f.id, pos, d) for (f, d), pos in zip(fresh, positions)],
+            )
+            result.stored = [
+                Fact(f.type, f.subject, f.source, f.id, f.time_ms, f.data, recorded, pos)
+                for (f, _), pos in zip(fresh, positions)
+            ]
+        # Only once committed does this process trust its own versions.
+        for stream, version in versions.items():
+            self._versions[stream] = version
+            self._versions.move_to_end(stream)
+        while len(self._versions) > self._cache_size:
+            self._versions.popitem(last=False)
+        return result
+
+    def _receipts(self, tx, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+        found: dict[tuple[str, str], tuple[int, str]] = {}
+        keys_list = list(keys)
+        for i in range(0, len(keys_list), _CHUNK):
+            chunk = keys_list[i : i + _CHUNK]
+            values = ",".join(["(?,?)"] * len(chunk))
+            params = [v for key in chunk for v in key]
+            rows = tx.all(
+                f"SELECT source, event_id, position, digest FROM {RECEIPTS_TABLE} "
+                f"WHERE (source, event_id) IN (VALUES {values})",
+                params,
+            )
+            for row in rows:
+                found[(row["source"], row["event_id"])] = (row["position"], row["digest"])
+        return found
+
+    def _stream_versions(self, tx, streams: set[str]) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        missing = []
+        for s in streams:
+            v = self._versions.get(s)
+            if v is None:
+                missing.append(s)
+            else:
+                versions[s] = v
+        for i in range(0, len(missing), _CHUNK):
+            chunk = missing[i : i + _CHUNK]
+            rows = tx.all(
+                f"SELECT originator_id AS stream, MAX(originator_version) AS version FROM {EVENTS_TABLE} "
+                f"WHERE originator_id IN ({','.join(['?'] * len(chunk))}) GROUP BY originator_id",
+                chunk,
+            )
+            for row in rows:
+                versions[row["stream"]] = row["version"]
+        return versions
+
+    # --- reading ---------------------------------------------------------------------------
+    def head(self) -> int:
+        return self.storage.recorder.max_notification_id() or 0
+
+    def read(self, after: int = 0, limit: int = 1000, upto: int | None = None) -> list[Fact]:
+        """Facts in log order after position `after` (and not beyond `upto`)."""
+        rows = self.storage.recorder.select_notifications(after, limit, stop=upto, inclusive_of_start=False)
+        return [decode(n.id, n.topic, n.state) for n in rows]
+
+    def follow(self, after: int = 0, batch: int = 2000, upto: int | None = None) -> Iterator[list[Fact]]:
+        """Batches of facts from `after` to the head (or `upto`) as it stands now."""
+        while True:
+            facts = self.read(after, batch, upto)
+            if not facts:
+                return
+            yield facts
+            after = facts[-1].position or after
+
+    def stream(self, stream: str) -> list[Fact]:
+        """One entity's history, in the order it was recorded."""
+        col = "rowid" if self.storage.dialect == "sqlite" else "notification_id"
+        with self.storage.reading() as tx:
+            rows = tx.all(
+                f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} "
+                "WHERE originator_id = ? ORDER BY originator_version",
+                [stream],
+            )
+        return [decode(r["position"], r["topic"], bytes(r["state"])) for r in rows]
+
+    def receipt(self, source: str, event_id: str) -> int | None:
+        with self.storage.reading() as tx:
+            row = tx.one(f"SELECT position FROM {RECEIPTS_TABLE} WHERE source = ? AND event_id = ?",
+                         [source, event_id])
+        return row["position"] if row else None
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,285 @@
+"""Where the log and the views live: SQLite by default, PostgreSQL when configured.
+
+The log's table, its notification sequence and the reads by position and by stream are the
+`eventsourcing` library's recorders. What this module adds is one transaction shape for
+both databases, so that an append, its idempotency receipts, and a view with its tracked
+position can each be written atomically with the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qs, unquote, urlparse
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnectionPool, SQLiteDatastore
+
+EVENTS_TABLE = "closedloop_events"
+DEFAULT_URL = "sqlite:///data/closedloop.db"
+
+
+class ConfigurationError(ValueError):
+    """The storage settings cannot be used as given."""
+
+
+class Tx:
+    """One transaction; the same calls and `?` placeholders on both databases."""
+
+    __slots__ = ("_cur", "_pg")
+
+    def __init__(self, cursor: Any, pg: bool) -> None:
+        self._cur = cursor
+        self._pg = pg
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pg else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cur.executemany(self._sql(sql), rows)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._cur.execute(self._sql(sql), params)
+        return list(self._cur.fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._cur.execute(self._sql(sql), params)
+        return self._cur.fetchone()
+
+    def rowcount(self) -> int:
+        return self._cur.rowcount if self._pg else self._cur.sqlite_cursor.rowcount
+
+    @property
+    def raw(self) -> Any:
+        return self._cur
+
+
+class Storage:
+    """A database holding the log and the views."""
+
+    dialect: str
+    url: str
+    recorder: Any
+
+    # column types that differ between the two databases
+    types: dict[str, str]
+
+    def ddl(self, statement: str) -> str:
+        return statement.format(**self.types)
+
+    def create(self, statements: Sequence[str]) -> None:
+        with self.writing() as tx:
+            for statement in statements:
+                tx.execute(self.ddl(statement))
+
+    @contextmanager
+    def writing(self) -> Iterator[Tx]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        parsed = urlparse(self.url)
+        if parsed.password:
+            return self.url.replace(parsed.password, "***")
+        return self.url
+
+
+class _TunedPool(SQLiteConnectionPool):
+    """The library's pool, with the page cache sized for a log that grows to millions."""
+
+    synchronous = "FULL"
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        raw = conn._sqlite_conn  # noqa: SLF001 - the library gives no hook for pragmas
+        raw.execute("PRAGMA cache_size=-131072")
+        raw.execute(f"PRAGMA synchronous={self.synchronous}")
+        raw.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+
+class _Recorder(SQLiteApplicationRecorder):
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        # One executemany instead of the library's row-by-row inserts: the appender knows
+        # the positions it gets, because it holds the write lock while it appends.
+        c.executemany(
+            self.insert_events_statement,
+            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+        )
+
+
+class SQLiteStorage(Storage):
+    dialect = "sqlite"
+    types = {"bigint": "INTEGER", "blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+
+    def __init__(self, url: str, path: str) -> None:
+        self.url = url
+        self.path = path
+        memory = path == ":memory:" or "mode=memory" in path
+        if not memory:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db_name = path
+        else:
+            db_name = path if path.startswith("file:") else "file:closedloop?mode=memory&cache=shared"
+        self.datastore = SQLiteDatastore(db_name, originator_id_type="text", pool_size=8, max_overflow=32,
+                                         lock_timeout=30)
+        self.datastore.pool.close()
+        pool = _TunedPool(db_name=db_name, lock_timeout=30, pool_size=8, max_overflow=32)
+        # FULL by default: an acknowledged event survives a power cut. Appends are
+        # batched, so the fsync per commit costs little; NORMAL is there for benchmarks.
+        pool.synchronous = os.environ.get("CLOSEDLOOP_SQLITE_SYNCHRONOUS", "FULL").upper()
+        if pool.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError("CLOSEDLOOP_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+        self.datastore.pool = pool
+        self.recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
+        self.recorder.create_table()
+
+    @contextmanager
+    def writing(self) -> Iterator[Tx]:
+        with self.datastore.get_connection(commit=True) as conn:
+            cur = conn.cursor()
+            # IMMEDIATE takes the write lock up front, so a read-then-write cannot be
+            # overtaken by another process's writer between the two.
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(cur, pg=False)
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+            finally:
+                cur.sqlite_cursor.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        with self.datastore.get_connection(commit=False) as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield Tx(cur, pg=False)
+            finally:
+                conn.rollback()
+                cur.sqlite_cursor.close()
+
+    def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:
+        head = tx.one(f"SELECT MAX(rowid) AS head FROM {EVENTS_TABLE}")["head"] or 0
+        self.recorder._insert_events(tx.raw, stored)  # noqa: SLF001
+        return list(range(head + 1, head + 1 + len(stored)))
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+class PostgresStorage(Storage):
+    dialect = "postgresql"
+    types = {"bigint": "BIGINT", "blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY"}
+
+    def __init__(self, url: str, *, dbname: str, host: str, port: int, user: str, password: str,
+                 schema: str) -> None:
+        from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+
+        self.url = url
+        self.schema = schema
+        search_path = f'SET search_path TO "{schema}"'
+
+        class _Datastore(PostgresDatastore):
+            def after_connect_func(self) -> Any:
+                base = super().after_connect_func()
+
+                def after_connect(conn: Any) -> None:
+                    base(conn)
+                    conn.cursor().execute(search_path)
+
+                return after_connect
+
+        if schema != "public":
+            import psycopg
+
+            with psycopg.connect(dbname=dbname, host=host, port=port, user=user, password=password,
+                                 autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        self.datastore = _Datastore(dbname, host, port, user, password, schema=schema,
+                                    originator_id_type="text", pool_size=4, max_overflow=8,
+                                    lock_timeout=30)
+        self.recorder = PostgresApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
+        self.recorder.create_table()
+
+    @contextmanager
+    def writing(self) -> Iterator[Tx]:
+        with self.datastore.transaction(commit=True) as cur:
+            tx = Tx(cur, pg=True)
+            # The library's table lock: positions are handed out in commit order, so a
+            # follower never skips a gap that a slower transaction fills in later.
+            self.recorder._lock_table(cur)  # noqa: SLF001
+            yield tx
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        with self.datastore.transaction(commit=False) as cur:
+            yield Tx(cur, pg=True)
+
+    def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:
+        from eventsourcing.postgres import PostgresAggregateRecorder
+
+        if not stored:
+            return []
+        self.recorder._notify_channel(tx.raw)  # noqa: SLF001
+        PostgresAggregateRecorder._insert_stored_events(self.recorder, tx.raw, stored)  # noqa: SLF001
+        return [row["notification_id"] for row in tx.raw.fetchall()]
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+def open_storage(url: str | None = None) -> Storage:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:` or
+    `postgresql://user:pass@host:port/db?schema=name`."""
+    url = url or os.environ.get("CLOSEDLOOP_DATABASE_URL") or DEFAULT_URL
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        if parsed.netloc == ":memory:" or path == ":memory:":
+            path = ":memory:"
+        if not path:
+            raise ConfigurationError(f"no file in {url!r}: try sqlite:///data/closedloop.db")
+        try:
+            return SQLiteStorage(url, path)
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"cannot open SQLite database {path!r}: {exc}") from exc
+    if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        query = parse_qs(parsed.query)
+        dbname = parsed.path.lstrip("/")
+        if not dbname:
+            raise ConfigurationError(f"no database name in {url!r}: try postgresql://user@127.0.0.1:5432/test")
+        return PostgresStorage(
+            url,
+            dbname=dbname,
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=unquote(parsed.username or os.environ.get("PGUSER", "postgres")),
+            password=unquote(parsed.password or os.environ.get("PGPASSWORD", "")),
+            schema=(query.get("schema") or ["public"])[0],
+        )
+    raise ConfigurationError(
+        f"CLOSEDLOOP_DATABASE_URL {url!r} is not understood: use sqlite:///path/to/file.db "
+        "or postgresql://user@host:port/db"
+    )

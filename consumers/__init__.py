@@ -1,0 +1,1 @@
+"""Ways events come in other than HTTP."""

@@ -1,0 +1,1 @@
+"""The after-sales domain: facts, the loop rules and the controls. No I/O here."""

@@ -1,0 +1,103 @@
+"""Facts: the immutable events of the after-sales loop, as the engine stores them.
+
+A fact is what a producer (or the engine itself) said happened in the world, once it has
+passed the contract at the edge. It is kept apart from the CloudEvents envelope so that the
+transport contract can grow without rewriting the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Mapping
+
+# Each fact type belongs to the stream of one kind of entity, named by the event's subject.
+# The stream is the unit of ordering and the "aggregate" whose history an auditor reads.
+STREAM_KIND: dict[str, str] = {
+    "outlet.registered": "outlet",
+    "technician.registered": "technician",
+    "technician.praised": "technician",
+    "technician.promoted": "technician",
+    "stock.received": "warehouse",
+    "call.received": "call",
+    "case.registered": "case",
+    "case.amended": "case",
+    "case.dispatched": "case",
+    "dispatch.accepted": "case",
+    "dispatch.declined": "case",
+    "appointment.set": "case",
+    "case.transferred": "case",
+    "guidance.given": "case",
+    "follow_up.made": "case",
+    "part.requested": "case",
+    "part.approved": "case",
+    "part.denied": "case",
+    "part.shipped": "case",
+    "part.delivered": "case",
+    "visit.arrived": "case",
+    "unit.taken_in": "case",
+    "service.completed": "case",
+    "service.not_completed": "case",
+    "case.cancelled": "case",
+    "callback.made": "case",
+    "complaint.filed": "case",
+    "complaint.resolved": "case",
+    "feedback.routed": "feedback",
+    "feedback.acknowledged": "feedback",
+    "feedback.closed": "feedback",
+}
+
+FACT_TYPES = frozenset(STREAM_KIND)
+
+
+def stream_id(kind: str, subject: str) -> str:
+    """The log's stream name for an entity: readable in an audit, stable forever."""
+    return f"{kind}:{subject}"
+
+
+def to_ms(moment: datetime) -> int:
+    """Epoch milliseconds (UTC): the one unit every deadline is computed in."""
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def iso(ms: int | None) -> str | None:
+    """RFC 3339 in UTC with millisecond precision, the form every view answers in."""
+    if ms is None:
+        return None
+    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One thing that happened, with both clocks: when in the world, when recorded."""
+
+    type: str
+    subject: str
+    source: str
+    id: str
+    time_ms: int
+    data: Mapping[str, Any]
+    recorded_ms: int | None = None
+    # The fact's place in the one log, once it has one (the notification id).
+    position: int | None = field(default=None, compare=False)
+
+    @property
+    def stream(self) -> str:
+        return stream_id(STREAM_KIND[self.type], self.subject)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The idempotency key of the contract: a resend of the same key is a no-op."""
+        return (self.source, self.id)
+
+
+def parse_ms(text: str) -> int:
+    """RFC 3339 text (as producers send it) -> epoch milliseconds."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time without a UTC offset: {text!r}")
+    return to_ms(moment)

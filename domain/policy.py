@@ -1,0 +1,82 @@
+"""The loop's deadlines and routing rules: configuration, not code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": MINUTE, "min": MINUTE, "h": HOUR, "d": 24 * HOUR}
+
+
+def parse_duration(text: str) -> int:
+    """'30m', '48h', '2d', '90s' -> milliseconds; a bare number is minutes."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (try 30m, 48h or 2d)")
+    number, unit = match.groups()
+    return int(float(number) * _UNIT_MS[unit or "m"])
+
+
+@dataclass(frozen=True)
+class LoopPolicy:
+    """Deadlines of the four nothing-missed steps, in milliseconds."""
+
+    # recorded: a call that asks for service has its case registered with full details
+    record_within: int = 30 * MINUTE
+    # handled: completed by the agreed appointment (plus the time the work itself takes),
+    # else within this long of registration
+    handle_within: int = 48 * HOUR
+    appointment_grace: int = 2 * HOUR
+    # a phone guidance (misreport, misuse) is checked by a follow-up call this soon
+    follow_up_within: int = 2 * HOUR
+    # reviewed: a callback that reaches the customer after completion
+    review_within: int = 24 * HOUR
+    # fed back: routed to the right department and acknowledged by a named owner
+    feed_back_within: int = 72 * HOUR
+    # intents of a call that must lead to a recorded case
+    record_intents: tuple[str, ...] = ("repair", "install", "maintenance", "complaint")
+    # completion cause -> department that must act on it
+    feedback_departments: dict[str, str] = field(
+        default_factory=lambda: {
+            "design": "design",
+            "manufacturing": "manufacturing",
+            "installation": "service",
+            "transport": "service",
+        }
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "LoopPolicy":
+        """Read overrides such as CLOSEDLOOP_HANDLE_WITHIN=36h from the environment."""
+        env = dict(os.environ if env is None else env)
+        overrides: dict[str, int] = {}
+        for name in (
+            "record_within",
+            "handle_within",
+            "appointment_grace",
+            "follow_up_within",
+            "review_within",
+            "feed_back_within",
+        ):
+            value = env.get(f"CLOSEDLOOP_{name.upper()}")
+            if value:
+                try:
+                    overrides[name] = parse_duration(value)
+                except ValueError as exc:
+                    raise ValueError(f"CLOSEDLOOP_{name.upper()}: {exc}") from None
+        return cls(**overrides)
+
+    def fingerprint(self) -> str:
+        """Views built under another policy are stale: this tells them apart."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def describe(self) -> dict[str, object]:
+        return {k: (v if not isinstance(v, int) else f"{v / HOUR:g}h") for k, v in asdict(self).items()}
