@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qs, unquote, urlparse
+from uuid import uuid4
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnectionPool, SQLiteDatastore
@@ -138,7 +139,8 @@ class SQLiteStorage(Storage):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             db_name = path
         else:
-            db_name = path if path.startswith("file:") else "file:closedloop?mode=memory&cache=shared"
+            # each in-memory store is its own database, shared by the pool's connections
+            db_name = path if path.startswith("file:") else f"file:closedloop-{uuid4().hex}?mode=memory&cache=shared"
         self.datastore = SQLiteDatastore(db_name, originator_id_type="text", pool_size=8, max_overflow=32,
                                          lock_timeout=30)
         self.datastore.pool.close()

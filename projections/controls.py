@@ -1,0 +1,74 @@
+"""The three controls: complaint, dissatisfaction and omission rates, in PPM of services.
+
+A service is a customer's request for service: a registered case, or a call that asked for
+one and was never recorded. It belongs to the period in which the customer first asked.
+Against the services of a period, judged at a moment T:
+- complaint: services with a complaint filed by T;
+- dissatisfaction: services whose reached callback said dissatisfied or very dissatisfied;
+- omission: services where any of the four nothing-missed steps had become overdue by T.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from closedloop.domain.facts import iso
+from closedloop.storage import Storage
+
+from .loop import ITEMS
+
+TARGET_PPM = 10.0
+GROUPS = {"region": "region", "outlet": "outlet_id", "product_line": "product_line"}
+MEASURES = {"complaint": "complained", "dissatisfaction": "dissatisfied", "omission": "first_leak"}
+
+
+def ppm(count: int, services: int) -> float | None:
+    if services == 0:
+        return None
+    return round(count * 1_000_000 / services, 1)
+
+
+def _rates(services: int, counts: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"services": services}
+    for measure, count in counts.items():
+        rate = ppm(count, services)
+        out[measure] = {
+            "count": count,
+            "ppm": rate,
+            "target_ppm": TARGET_PPM,
+            "within_target": None if rate is None else rate < TARGET_PPM,
+        }
+    return out
+
+
+def controls(storage: Storage, start: int, end: int, at: int, by: str | None = None) -> dict[str, Any]:
+    """Rates for services begun in [start, end), judged at `at`; optionally grouped."""
+    if by is not None and by not in GROUPS:
+        raise ValueError(f"by must be one of {', '.join(GROUPS)}")
+    sums = ", ".join(
+        f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items()
+    )
+    key = f"{GROUPS[by]}" if by else "'all'"
+    sql = (
+        f"SELECT {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
+        "WHERE service = 1 AND started >= ? AND started < ? AND started <= ? "
+        f"GROUP BY {key} ORDER BY services DESC"
+    )
+    params = [at] * len(MEASURES) + [start, end, at]
+    with storage.reading() as tx:
+        rows = tx.all(sql, params)
+    total_services = sum(int(r["services"]) for r in rows)
+    total = {m: sum(int(r[m] or 0) for r in rows) for m in MEASURES}
+    result: dict[str, Any] = {
+        "from": iso(start),
+        "to": iso(end),
+        "as_of": iso(at),
+        "target_ppm": TARGET_PPM,
+        "total": _rates(total_services, total),
+    }
+    if by:
+        result["by"] = by
+        result["groups"] = [
+            {by: r["grp"], **_rates(int(r["services"]), {m: int(r[m] or 0) for m in MEASURES})} for r in rows
+        ]
+    return result

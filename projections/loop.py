@@ -1,0 +1,337 @@
+"""Where is each case in the loop, and what has leaked: the four nothing-missed view.
+
+Rows:
+- `loop_items`: one per case, and one per call that asked for service and has no case yet;
+  the case's file (what the loop knows of it) and its profile for grouping and filtering.
+- `loop_spans`: the intervals over which a step of an item was open, with due time and
+  owner (see `closedloop.domain.loop`). "Leaked at T" is a range query over them, so any
+  `as_of` is answered from the same rows.
+- `loop_calls` and `loop_feedback`: links that let facts meet whatever order they arrive in
+  (a registration before its call, an acknowledgement before its routing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import orjson
+
+from closedloop.domain.facts import Fact
+from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, call_spans, lite
+from closedloop.domain.policy import LoopPolicy
+from closedloop.storage import Tx
+
+SCHEMA_VERSION = "loop-3"
+
+ITEMS = "loop_items"
+SPANS = "loop_spans"
+CALLS = "loop_calls"
+FEEDBACK = "loop_feedback"
+
+_ITEM_COLUMNS = (
+    "item", "kind", "case_id", "call_id", "service", "started", "registered", "completed",
+    "region", "outlet_id", "technician_id", "product_line", "model", "complained",
+    "dissatisfied", "first_leak", "anomalies", "file",
+)
+_SPAN_COLUMNS = ("item", "case_id", "call_id", "stage", "opened", "closed", "due", "owner", "outlet_id", "region")
+
+
+@dataclass
+class _Call:
+    call_id: str
+    time: int
+    intent: str
+    owner: str | None
+    named_case: str | None  # a complaint or follow-up that names an existing case
+    case_id: str | None  # the case registered from this call
+
+
+class LoopView:
+    name = "loop"
+
+    def __init__(self, policy: LoopPolicy) -> None:
+        self.policy = policy
+
+    def fingerprint(self) -> str:
+        return f"{SCHEMA_VERSION}/{self.policy.fingerprint()}"
+
+    def tables(self) -> list[str]:
+        return [ITEMS, SPANS, CALLS, FEEDBACK]
+
+    def create_statements(self) -> list[str]:
+        return [
+            f"CREATE TABLE {ITEMS} (item TEXT PRIMARY KEY, kind TEXT NOT NULL, case_id TEXT, call_id TEXT, "
+            "service INTEGER NOT NULL, started {bigint}, registered {bigint}, completed {bigint}, region TEXT, "
+            "outlet_id TEXT, technician_id TEXT, product_line TEXT, model TEXT, complained {bigint}, "
+            "dissatisfied {bigint}, first_leak {bigint}, anomalies INTEGER NOT NULL, file TEXT)",
+            f"CREATE INDEX {ITEMS}_call ON {ITEMS} (call_id)",
+            f"CREATE INDEX {ITEMS}_started ON {ITEMS} (started)",
+            f"CREATE TABLE {SPANS} (item TEXT NOT NULL, case_id TEXT, call_id TEXT, stage TEXT NOT NULL, "
+            "opened {bigint} NOT NULL, closed {bigint}, due {bigint} NOT NULL, owner TEXT NOT NULL, "
+            "outlet_id TEXT, region TEXT)",
+            f"CREATE INDEX {SPANS}_due ON {SPANS} (due, stage)",
+            f"CREATE INDEX {SPANS}_case ON {SPANS} (case_id)",
+            f"CREATE INDEX {SPANS}_item ON {SPANS} (item)",
+            f"CREATE TABLE {CALLS} (call_id TEXT PRIMARY KEY, time {{bigint}} NOT NULL, intent TEXT NOT NULL, "
+            "owner TEXT, named_case TEXT, case_id TEXT)",
+            f"CREATE TABLE {FEEDBACK} (feedback_id TEXT PRIMARY KEY, case_id TEXT, entries TEXT NOT NULL)",
+        ]
+
+    # --- folding a batch -------------------------------------------------------------------
+    def apply(self, tx: Tx, facts: Sequence[Fact]) -> None:
+        batch = _Batch(tx, self.policy)
+        batch.prefetch(facts)
+        for fact in facts:
+            batch.fold(fact)
+        batch.flush()
+
+
+class _Batch:
+    """The part of the view one batch touches, loaded once and written back once."""
+
+    def __init__(self, tx: Tx, policy: LoopPolicy) -> None:
+        self.tx = tx
+        self.policy = policy
+        self.files: dict[str, CaseFile | None] = {}
+        self.calls: dict[str, _Call | None] = {}
+        self.feedback: dict[str, tuple[str | None, list[list[Any]]] | None] = {}
+        self.dirty_cases: set[str] = set()
+        self.dirty_calls: set[str] = set()
+        self.dirty_feedback: set[str] = set()
+        self.orphans_resolved: set[str] = set()
+        # call id -> the case registered from it, for calls that arrive after their case
+        self.waiting: dict[str, str] = {}
+
+    # --- loading, lazily and in bulk ---------------------------------------------------
+    def prefetch(self, facts: Sequence[Fact]) -> None:
+        case_ids, call_ids, fb_ids = set(), set(), set()
+        for f in facts:
+            kind = f.type
+            if kind == "call.received":
+                call_ids.add(f.subject)
+                if f.data.get("case_id"):
+                    case_ids.add(f.data["case_id"])
+            elif kind.startswith("feedback."):
+                fb_ids.add(f.subject)
+                if kind == "feedback.routed":
+                    case_ids.add(f.data["case_id"])
+            elif kind in ("outlet.registered", "technician.registered", "technician.praised",
+                          "technician.promoted", "stock.received"):
+                continue
+            else:
+                case_ids.add(f.subject)
+                if kind == "case.registered":
+                    call_ids.add(f.data["call_id"])
+        self._load_calls(call_ids)
+        self._load_feedback(fb_ids)
+        for chunk, marks in self._chunks(call_ids):
+            for row in self.tx.all(
+                f"SELECT case_id, call_id FROM {ITEMS} WHERE kind = 'case' AND call_id IN ({marks})", chunk
+            ):
+                self.waiting.setdefault(row["call_id"], row["case_id"])
+        case_ids |= {c.case_id for c in self.calls.values() if c and c.case_id}
+        case_ids |= {fb[0] for fb in self.feedback.values() if fb and fb[0]}
+        self._load_files(case_ids)
+
+    def _chunks(self, keys: set[str]):
+        keys_list = sorted(k for k in keys if k is not None)
+        for i in range(0, len(keys_list), 400):
+            chunk = keys_list[i : i + 400]
+            yield chunk, ",".join("?" * len(chunk))
+
+    def _load_files(self, case_ids: set[str]) -> None:
+        need = {c for c in case_ids if c not in self.files}
+        for chunk, marks in self._chunks(need):
+            for row in self.tx.all(f"SELECT case_id, file FROM {ITEMS} WHERE item IN ({marks})",
+                                   [f"case:{c}" for c in chunk]):
+                self.files[row["case_id"]] = CaseFile.from_json(orjson.loads(row["file"]))
+        for c in need:
+            self.files.setdefault(c, None)
+
+    def _load_calls(self, call_ids: set[str]) -> None:
+        need = {c for c in call_ids if c not in self.calls}
+        for chunk, marks in self._chunks(need):
+            for row in self.tx.all(f"SELECT * FROM {CALLS} WHERE call_id IN ({marks})", chunk):
+                self.calls[row["call_id"]] = _Call(row["call_id"], row["time"], row["intent"], row["owner"],
+                                                   row["named_case"], row["case_id"])
+        for c in need:
+            self.calls.setdefault(c, None)
+
+    def _load_feedback(self, fb_ids: set[str]) -> None:
+        need = {f for f in fb_ids if f not in self.feedback}
+        for chunk, marks in self._chunks(need):
+            for row in self.tx.all(f"SELECT * FROM {FEEDBACK} WHERE feedback_id IN ({marks})", chunk):
+                self.feedback[row["feedback_id"]] = (row["case_id"], orjson.loads(row["entries"]))
+        for f in need:
+            self.feedback.setdefault(f, None)
+
+    def file(self, case_id: str) -> CaseFile:
+        if case_id not in self.files:
+            self._load_files({case_id})
+        found = self.files.get(case_id)
+        if found is None:
+            found = self.files[case_id] = CaseFile(case_id)
+        self.dirty_cases.add(case_id)
+        return found
+
+    def call(self, call_id: str) -> _Call | None:
+        if call_id not in self.calls:
+            self._load_calls({call_id})
+        return self.calls.get(call_id)
+
+    # --- folding ---------------------------------------------------------------------------
+    def fold(self, fact: Fact) -> None:
+        kind = fact.type
+        if kind == "call.received":
+            self._call_received(fact)
+        elif kind.startswith("feedback."):
+            self._feedback(fact)
+        elif kind in ("outlet.registered", "technician.registered", "technician.praised",
+                      "technician.promoted", "stock.received"):
+            return
+        else:
+            file = self.file(fact.subject)
+            file.add(fact)
+            if kind == "case.registered":
+                call_id = fact.data["call_id"]
+                self.waiting.setdefault(call_id, fact.subject)
+                self._link(call_id, fact.subject)
+
+    def _call_received(self, fact: Fact) -> None:
+        d = fact.data
+        owner = d.get("agent_id") or fact.source
+        existing = self.call(fact.subject)
+        if existing is not None:
+            return  # the same call reported twice by two systems: the first report stands
+        call = _Call(fact.subject, fact.time_ms, d["intent"], owner, d.get("case_id"), None)
+        self.calls[fact.subject] = call
+        self.dirty_calls.add(fact.subject)
+        if call.named_case:
+            file = self.file(call.named_case)
+            file.related_calls[call.call_id] = [call.time, call.intent, owner]
+        # A registration may have arrived first and be waiting for its call.
+        waiting = self.waiting.get(fact.subject)
+        if waiting:
+            self._link(fact.subject, waiting)
+
+    def _link(self, call_id: str, case_id: str) -> None:
+        call = self.call(call_id)
+        if call is None:
+            return  # the call has not arrived yet; it links itself when it does
+        if call.case_id and call.case_id != case_id:
+            return  # one call, two cases: the first registration keeps the call
+        file = self.file(case_id)
+        if call.named_case == case_id:
+            return
+        file.call = [call.call_id, call.time, call.intent, call.owner]
+        if call.case_id != case_id:
+            call.case_id = case_id
+            self.dirty_calls.add(call_id)
+        self.orphans_resolved.add(call_id)
+
+    def _feedback(self, fact: Fact) -> None:
+        fid = fact.subject
+        if fid not in self.feedback:
+            self._load_feedback({fid})
+        case_id, entries = self.feedback.get(fid) or (None, [])
+        entries = entries + [[fact.time_ms, fact.position or 0, fact.type, lite(fact)]]
+        if fact.type == "feedback.routed" and case_id is None:
+            case_id = fact.data["case_id"]
+        self.feedback[fid] = (case_id, entries)
+        self.dirty_feedback.add(fid)
+        if case_id:
+            self.file(case_id).feedback[fid] = entries
+
+    # --- writing back ------------------------------------------------------------------------
+    def flush(self) -> None:
+        tx = self.tx
+        if self.dirty_calls:
+            tx.executemany(
+                f"INSERT INTO {CALLS} (call_id, time, intent, owner, named_case, case_id) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (call_id) DO UPDATE SET case_id = excluded.case_id",
+                [(c.call_id, c.time, c.intent, c.owner, c.named_case, c.case_id)
+                 for c in (self.calls[k] for k in sorted(self.dirty_calls)) if c is not None],
+            )
+        if self.dirty_feedback:
+            tx.executemany(
+                f"INSERT INTO {FEEDBACK} (feedback_id, case_id, entries) VALUES (?,?,?) "
+                "ON CONFLICT (feedback_id) DO UPDATE SET case_id = excluded.case_id, entries = excluded.entries",
+                [(fid, self.feedback[fid][0], orjson.dumps(self.feedback[fid][1]).decode())
+                 for fid in sorted(self.dirty_feedback)],
+            )
+        items: list[tuple[Any, ...]] = []
+        spans: list[tuple[Any, ...]] = []
+        stale_items: list[str] = [f"call:{c}" for c in self.orphans_resolved]
+        # Calls still waiting for their case are items of their own, open at "recorded".
+        for call_id in sorted(self.dirty_calls - self.orphans_resolved):
+            call = self.calls[call_id]
+            if call is None or call.case_id or call.named_case:
+                continue
+            own = call_spans(call.call_id, call.time, call.intent, call.owner, self.policy)
+            if not own:
+                continue
+            items.append((f"call:{call_id}", "call", None, call_id, 1, call.time, None, None, None, None, None,
+                          None, None, None, None, own[0].due, 0, None))
+            spans.extend(_span_row(s, None, call_id, None) for s in own)
+            stale_items.append(f"call:{call_id}")
+        case_ids = sorted(self.dirty_cases)
+        for case_id in case_ids:
+            file = self.files[case_id]
+            assert file is not None
+            a = assess(file, self.policy)
+            items.append(_item_row(file, a))
+            region = a.profile.get("region")
+            spans.extend(_span_row(s, case_id, _call_of(s, file), region) for s in a.spans)
+        for chunk in _chunked(stale_items):
+            marks = ",".join("?" * len(chunk))
+            tx.execute(f"DELETE FROM {SPANS} WHERE item IN ({marks})", chunk)
+            tx.execute(f"DELETE FROM {ITEMS} WHERE item IN ({marks}) AND kind = 'call'", chunk)
+        for chunk in _chunked(case_ids):
+            tx.execute(f"DELETE FROM {SPANS} WHERE case_id IN ({','.join('?' * len(chunk))})", chunk)
+        cols = ",".join(_ITEM_COLUMNS)
+        updates = ",".join(f"{c} = excluded.{c}" for c in _ITEM_COLUMNS[1:])
+        tx.executemany(
+            f"INSERT INTO {ITEMS} ({cols}) VALUES ({','.join('?' * len(_ITEM_COLUMNS))}) "
+            f"ON CONFLICT (item) DO UPDATE SET {updates}",
+            items,
+        )
+        tx.executemany(
+            f"INSERT INTO {SPANS} ({','.join(_SPAN_COLUMNS)}) VALUES ({','.join('?' * len(_SPAN_COLUMNS))})",
+            spans,
+        )
+
+
+def _chunked(keys: Sequence[str], size: int = 400):
+    keys = list(keys)
+    for i in range(0, len(keys), size):
+        yield keys[i : i + size]
+
+
+def _call_of(span: Span, file: CaseFile) -> str | None:
+    if span.item.startswith("call:"):
+        return span.item[5:]
+    return file.call[0] if file.call else None
+
+
+def _span_row(s: Span, case_id: str | None, call_id: str | None, region: str | None) -> tuple[Any, ...]:
+    return (s.item, case_id, call_id, s.stage, s.opened, s.closed, s.due, s.owner, s.outlet_id, region)
+
+
+def _item_row(file: CaseFile, a: Assessment) -> tuple[Any, ...]:
+    p = a.profile
+    return (
+        f"case:{file.case_id}", "case", file.case_id, file.call[0] if file.call else _registered_call(file),
+        1 if a.registered is not None else 0, a.started if a.registered is not None else None,
+        a.registered, a.completed, p.get("region"), a.outlet_id, a.technician_id, p.get("product_line"),
+        p.get("model"), a.complained, a.dissatisfied, a.first_leak, len(a.anomalies),
+        orjson.dumps(file.to_json()).decode(),
+    )
+
+
+def _registered_call(file: CaseFile) -> str | None:
+    for f in file.facts:
+        if f[2] == "case.registered":
+            return f[3].get("call_id")
+    return None
+

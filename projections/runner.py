@@ -1,0 +1,109 @@
+"""Keeps views current with the log, exactly once, and rebuilds them from scratch.
+
+Each view records the log position it has reached in the same transaction as its rows, so
+a crash between two batches neither loses nor repeats an event, and a view can be dropped
+and rebuilt at any time. A view also records the fingerprint of the rules it was built
+with (its schema version and the loop policy): when those change, it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable, Protocol, Sequence
+
+from closedloop.domain.facts import Fact
+from closedloop.eventlog import EventLog
+from closedloop.storage import Storage, Tx
+
+POSITIONS_TABLE = "closedloop_positions"
+
+
+class View(Protocol):
+    name: str
+
+    def fingerprint(self) -> str: ...
+    def create_statements(self) -> list[str]: ...
+    def tables(self) -> list[str]: ...
+    def apply(self, tx: Tx, facts: Sequence[Fact]) -> None: ...
+
+
+class StaleViewError(RuntimeError):
+    """Another process moved the view on while this one was computing a batch."""
+
+
+class Projector:
+    def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 5000):
+        self.log = log
+        self.storage: Storage = log.storage
+        self.views = list(views)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self.storage.create([
+            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
+            "position {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
+        ])
+        for view in self.views:
+            self._prepare(view)
+
+    def _prepare(self, view: View) -> None:
+        with self.storage.writing() as tx:
+            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
+            if row is not None and row["fingerprint"] == view.fingerprint():
+                return
+            # New, or built by other rules: start it again from the beginning of the log.
+            self._reset(tx, view)
+
+    def _reset(self, tx: Tx, view: View) -> None:
+        for table in view.tables():
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in view.create_statements():
+            tx.execute(self.storage.ddl(statement))
+        tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
+        tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, fingerprint) VALUES (?, 0, ?)",
+                   [view.name, view.fingerprint()])
+
+    def positions(self) -> dict[str, int]:
+        with self.storage.reading() as tx:
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}")
+        known = {r["name"]: r["position"] for r in rows}
+        return {v.name: known.get(v.name, 0) for v in self.views}
+
+    def lag(self) -> dict[str, int]:
+        head = self.log.head()
+        return {name: head - pos for name, pos in self.positions().items()}
+
+    def catch_up(self, progress: Callable[[int], None] | None = None, upto: int | None = None) -> int:
+        """Apply every fact not yet in the views; returns how many facts were applied."""
+        applied = 0
+        with self._lock:
+            start = min(self.positions().values(), default=0)
+            for facts in self.log.follow(start, self.batch_size, upto):
+                self._apply(facts)
+                applied += len(facts)
+                if progress:
+                    progress(len(facts))
+        return applied
+
+    def _apply(self, facts: list[Fact]) -> None:
+        last = facts[-1].position
+        with self.storage.writing() as tx:
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}")
+            at = {r["name"]: r["position"] for r in rows}
+            for view in self.views:
+                pos = at.get(view.name, 0)
+                todo = [f for f in facts if f.position > pos] if facts[0].position <= pos else facts
+                if not todo:
+                    continue
+                view.apply(tx, todo)
+                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ? AND position = ?",
+                           [last, view.name, pos])
+                if tx.rowcount() != 1:
+                    raise StaleViewError(f"view {view.name} moved on under this batch")
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Drop every view and build it again from the first event of the log."""
+        with self._lock:
+            with self.storage.writing() as tx:
+                for view in self.views:
+                    self._reset(tx, view)
+        return self.catch_up(progress)
