@@ -297,8 +297,8 @@ class _Network:
             if tier == "center":
                 lines = rng.sample(_LINES, 3)
             else:
-                lines = []
-                while len(lines) < rng.choice((1, 1, 2, 2, 2, 3)):
+                lines, wanted = [], rng.choice((1, 1, 2, 2, 2, 3))
+                while len(lines) < wanted:
                     line = rng.choices(_LINES, cum_weights=_LINE_CUM)[0]
                     if line not in lines:
                         lines.append(line)
@@ -436,9 +436,9 @@ class _Plan:
         return found
 
 
-def _plans(spec: WorkloadSpec) -> Iterator[_Plan]:
+def _plans(spec: WorkloadSpec, net: _Network | None = None) -> Iterator[_Plan]:
     """Every call of the workload as a plan, day by day, in call order, ids given in that order."""
-    net = _Network(spec)
+    net = net or _Network(spec)
     rng = random.Random(f"closedloop.workload:{spec.seed}:plans")
     end = _end_ts(spec)
     start = end - spec.days * DAY
@@ -456,7 +456,9 @@ def _plans(spec: WorkloadSpec) -> Iterator[_Plan]:
         hours = rng.choices(range(24), cum_weights=hour_cum, k=n)
         times = sorted(day_start + h * HOUR + rng.randrange(HOUR) for h in hours)
         # Day one plants every scenario at least once, so a short demo shows every path.
-        showcase = dict(zip(rng.sample(range(n), min(n, len(SCENARIOS))), rng.sample(SCENARIOS, len(SCENARIOS))))
+        showcase = {}
+        if day == 0:
+            showcase = dict(zip(rng.sample(range(n), min(n, len(SCENARIOS))), rng.sample(SCENARIOS, len(SCENARIOS))))
         plans = [_plan_call(rng, net, ts, end, showcase.get(i)) for i, ts in enumerate(times)]
         plans.sort(key=lambda p: p.call_ts)
         for p in plans:
@@ -880,7 +882,7 @@ _COMMENTS = {
 }
 
 
-def _render(p: _Plan, x: _Texture, net: _Network, ts: int, kind: str, arg) -> tuple[str, str, str, dict]:
+def _render(p: _Plan, x: _Texture, ts: int, kind: str, arg) -> tuple[str, str, str, dict]:
     """One step -> (source, type, subject, data): who says it and what they say."""
     if kind == "call":
         data = {"phone": x.phone, "intent": p.intent}
@@ -968,6 +970,8 @@ def _render(p: _Plan, x: _Texture, net: _Network, ts: int, kind: str, arg) -> tu
         attempt, first_visit = arg
         outlet, tech = p.attempts[attempt]
         free = x.in_warranty and p.cause != "usage" or p.cause in FEEDBACK_DEPARTMENTS or p.intent == "install"
+        if p.scenario == "complaint" and p.complaint == "overcharge":
+            free = False
         amount = 0 if free else 50 + (ts % 16) * 10 + (120 if p.part else 0)
         five = {"permit": True, "shoe_covers": True, "pad_cloth": True, "rag": True, "gift": True}
         if p.scenario == "complaint" and p.complaint == "non_standard_service":
@@ -1065,14 +1069,14 @@ def case_events(spec: WorkloadSpec) -> Iterator[dict]:
             else:
                 yield event
 
-    for p in _plans(spec):
+    for p in _plans(spec, net):
         yield from release(p.call_ts)  # nothing planned later can happen before this call
         x = _Texture(texture_rng, net, p)
         key = p.key
         for n, (ts, kind, arg) in enumerate(p.steps):
             if ts > end:
                 continue
-            source, type_, subject, data = _render(p, x, net, ts, kind, arg)
+            source, type_, subject, data = _render(p, x, ts, kind, arg)
             seq += 1
             heappush(pending, (ts, seq, {
                 "specversion": "1.0", "id": f"{key}-{n:02d}", "source": source, "type": type_,

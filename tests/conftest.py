@@ -1,0 +1,92 @@
+"""Fixtures: every storage test runs on a real SQLite file and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from closedloop.domain.policy import LoopPolicy
+from closedloop.engine import Engine
+
+PG_URL = os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _postgres_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.split("?")[0], connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return str(exc)
+
+
+_PG_PROBLEM = _postgres_available()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A fresh, empty database of each kind: a file for SQLite, a schema for PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/closedloop.db"
+        return
+    if _PG_PROBLEM:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true but is not reachable at {PG_URL}: {_PG_PROBLEM}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {_PG_PROBLEM}")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}schema={schema}"
+    with psycopg.connect(PG_URL.split("?")[0], autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    e = Engine.open(database_url, policy=LoopPolicy())
+    yield e
+    e.close()
+
+
+_ids = itertools.count(1)
+
+
+def event(type_: str, subject: str, time: str, data: dict[str, Any], source: str = "/callcenter/qingdao/seat-1",
+          id: str | None = None) -> dict[str, Any]:
+    """A structured-mode CloudEvent as a producer sends it."""
+    return {
+        "specversion": "1.0",
+        "id": id or f"ev-{next(_ids)}",
+        "source": source,
+        "type": type_,
+        "time": time,
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def registration(call_id: str, region: str = "R01", address: str | None = "1 Haier Road",
+                 product_line: str = "refrigerator", model: str = "BCD-216") -> dict[str, Any]:
+    return {
+        "call_id": call_id,
+        "customer": {"id": "CU-1", "name": "Wang Li", "phone": "13800000000", "address": address,
+                     "region": region},
+        "product": {"model": model, "product_line": product_line, "production_batch": "B2026-07-A",
+                    "plant": "PLANT-QD1"},
+        "fault": {"description": "not cooling"},
+        "request": "repair",
+    }
+
+
+@pytest.fixture
+def ev() -> Callable[..., dict[str, Any]]:
+    return event
