@@ -48,11 +48,11 @@ def controls(storage: Storage, start: int, end: int, at: int, by: str | None = N
     sums = ", ".join(
         f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items()
     )
-    key = f"{GROUPS[by]}" if by else "'all'"
+    group = f"GROUP BY {GROUPS[by]} ORDER BY services DESC" if by else ""
+    key = GROUPS[by] if by else "NULL"
     sql = (
         f"SELECT {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
-        "WHERE service = 1 AND started >= ? AND started < ? AND started <= ? "
-        f"GROUP BY {key} ORDER BY services DESC"
+        f"WHERE service = 1 AND started >= ? AND started < ? AND started <= ? {group}"
     )
     params = [at] * len(MEASURES) + [start, end, at]
     with storage.reading() as tx:
