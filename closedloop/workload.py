@@ -31,7 +31,10 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Iterator, NamedTuple
 
-__all__ = ["WorkloadSpec", "SCENARIOS", "network_events", "case_events", "generate", "scenarios"]
+__all__ = [
+    "WorkloadSpec", "network_events", "case_events", "generate", "scenarios",
+    "SCENARIOS", "LEAK_SCENARIOS", "AMENDABLE_FIELDS", "FEEDBACK_DEPARTMENTS", "DEFAULT_END", "LATE_SHARE",
+]
 
 MINUTE = 60
 HOUR = 3600

@@ -119,6 +119,10 @@ class Workload:
             case.sort(key=lambda e: e["time"])
         self.registered_calls = {e["data"]["call_id"]: e["subject"] for e in self.events
                                  if e["type"] == "case.registered"}
+        # service calls in the last minutes whose registration would fall after `end`
+        self.cut_calls = [c for c in self.calls.values() if c["subject"] not in self.registered_calls
+                          and c["data"]["intent"] in ("repair", "install", "maintenance")
+                          and ts(c["time"]) > self.end - 600]
 
     def of(self, case_id: str, type_: str) -> list[dict]:
         return [e for e in self.by_case.get(case_id, []) if e["type"] == type_]
@@ -318,13 +322,13 @@ def test_the_network_has_the_sources_shape(default):
 def test_cases_go_to_outlets_that_serve_them_and_their_own_technicians(default):
     outlets = {e["subject"]: e["data"] for e in default.events if e["type"] == "outlet.registered"}
     works_at = {e["subject"]: e["data"]["outlet_id"] for e in default.events if e["type"] == "technician.registered"}
-    first_network_case = min(ts(e["time"]) for e in default.events if e["type"] == "call.received")
+    first_call = min(ts(e["time"]) for e in default.events if e["type"] == "call.received")
     assert max(ts(e["time"]) for e in default.events if e["type"] in
-               ("outlet.registered", "technician.registered", "stock.received")) < first_network_case
+               ("outlet.registered", "technician.registered", "stock.received")) < first_call
     for case_id, events in default.by_case.items():
         registered = default.of(case_id, "case.registered")
-        if not registered:
-            continue
+        if not registered or not default.of(case_id, "case.dispatched"):
+            continue  # cut off by `end` before it was dispatched
         region = registered[0]["data"]["customer"]["region"]
         line = registered[0]["data"]["product"]["product_line"]
         first = default.of(case_id, "case.dispatched")[0]["data"]["outlet_id"]
@@ -396,6 +400,9 @@ def test_each_scenario_shows_in_its_cases_events(workload):
             continue
         ev = evidence(w, case_id)
         types, reached, completed = ev["types"], ev["reached"], ev["completed"]
+        if not types["case.registered"]:  # called in the last minutes: cut before registration
+            assert not w.by_case.get(case_id) and w.cut_calls, case_id
+            continue
         assert types["case.registered"] == 1
         if completed is not None and scenario not in ("leak_reviewed",):
             if completed + REVIEW_WITHIN <= end:
@@ -421,13 +428,14 @@ def test_each_scenario_shows_in_its_cases_events(workload):
                 assert types["service.not_completed"] == 1
                 assert types["case.transferred"] + types["case.dispatched"] >= 2
                 accepted = {e["data"]["outlet_id"] for e in w.of(case_id, "dispatch.accepted")}
-                assert len(accepted) == 2 or len(w.of(case_id, "outlet.registered")) == 1
+                assert len(accepted) == min(2, w.spec.outlets)
         elif scenario == "declined_redispatched":
             declined = w.of(case_id, "dispatch.declined")
-            assert declined, case_id
             outlets = [e["data"]["outlet_id"] for e in w.of(case_id, "case.dispatched")]
-            if len(outlets) == 2:
-                assert outlets[0] == declined[0]["data"]["outlet_id"] != outlets[1]
+            if completed:
+                assert declined and len(outlets) == 2, case_id
+                assert outlets[0] == declined[0]["data"]["outlet_id"]
+                assert outlets[1] != outlets[0] or w.spec.outlets == 1
         elif scenario == "dissatisfied":
             assert all(c["data"]["satisfaction"] in ("dissatisfied", "very_dissatisfied") for c in reached)
         elif scenario == "callback_unreached_then_reached":
@@ -488,7 +496,7 @@ def test_ordinary_cases_keep_every_deadline_of_the_loop(workload):
     deadline is still ahead at `end` (a case cut off by the end of the data)."""
     w, end = workload, workload.end
     for case_id, scenario in w.planted.items():
-        if scenario.startswith("leak_"):
+        if scenario.startswith("leak_") or not w.of(case_id, "case.registered"):
             continue
         call = ts(w.call_of(case_id)["time"])
         registered = w.first(case_id, "case.registered")

@@ -1,0 +1,167 @@
+"""Ingest and replay benchmark on the embedded default (SQLite file).
+
+1. Generates a realistic workload (at least 200,000 contract events by default).
+2. Raw baseline: plain `sqlite3` executemany of the same serialized events into a table
+   shaped like the log (primary key on stream and version), same journal and sync settings.
+3. The engine end to end: `closedloop serve` in its own process; this process POSTs the
+   events to /events/batch (application/cloudevents-batch+json) over loopback. Each request
+   returns once its events are in the log and every view is current.
+4. Replay: every view dropped and rebuilt from the log.
+
+Prints events/s for each, the ratio to the raw baseline, and batch latency percentiles.
+Usage: python bench/ingest.py [--events 200000] [--batch 2000] [--synchronous FULL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from closedloop.workload import WorkloadSpec, generate
+
+EVENTS_PER_CALL = 7.0  # about what the workload yields; the generator is asked for enough
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_workload(target: int) -> list[dict]:
+    days = 30
+    calls = int(target / EVENTS_PER_CALL / days) + 50
+    spec = WorkloadSpec(seed=99, days=days, calls_per_day=calls, outlets=400, regions=34,
+                        end=datetime(2026, 11, 1, tzinfo=UTC))
+    events = []
+    for e in generate(spec):
+        events.append(e)
+    return events
+
+
+def raw_baseline(batches: list[bytes], path: Path, synchronous: str) -> float:
+    """Plain executemany of the same serialized events, one transaction per batch."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("CREATE TABLE log (stream TEXT, version INTEGER, topic TEXT, state BLOB, "
+                 "PRIMARY KEY (stream, version))")
+    versions: dict[str, int] = {}
+    started = time.perf_counter()
+    n = 0
+    for body in batches:
+        events = orjson.loads(body)
+        rows = []
+        for e in events:
+            stream = e["subject"]
+            v = versions.get(stream, 0) + 1
+            versions[stream] = v
+            rows.append((stream, v, e["type"], orjson.dumps(e)))
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO log VALUES (?,?,?,?)", rows)
+        conn.execute("COMMIT")
+        n += len(rows)
+    took = time.perf_counter() - started
+    conn.close()
+    return n / took
+
+
+def engine_over_http(batches: list[bytes], db: Path, synchronous: str) -> tuple[float, list[float], int]:
+    port = free_port()
+    env = {**os.environ, "CLOSEDLOOP_SQLITE_SYNCHRONOUS": synchronous}
+    server = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "--port", str(port),
+                               "--database", f"sqlite:///{db}"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        latencies = []
+        accepted = 0
+        started = time.perf_counter()
+        for i, body in enumerate(batches):
+            t0 = time.perf_counter()
+            conn.request("POST", "/events/batch", body=body,
+                         headers={"content-type": "application/cloudevents-batch+json"})
+            answer = json.loads(conn.getresponse().read())
+            latencies.append(time.perf_counter() - t0)
+            accepted += answer["accepted"]
+            if i % 10 == 0:
+                print(f"\r  engine: {accepted:,} events recorded", end="", file=sys.stderr, flush=True)
+        took = time.perf_counter() - started
+        print(file=sys.stderr)
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
+        assert health["view_lag"] == {"loop": 0}, health
+        return accepted / took, latencies, accepted
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def replay(db: Path) -> tuple[float, int]:
+    from closedloop.engine import Engine
+
+    engine = Engine.open(f"sqlite:///{db}")
+    try:
+        started = time.perf_counter()
+        n = engine.projector.rebuild()
+        return n / (time.perf_counter() - started), n
+    finally:
+        engine.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
+    args = parser.parse_args()
+
+    print(f"generating a workload of at least {args.events:,} events ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    events = make_workload(args.events)
+    print(f"  {len(events):,} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    batches = [orjson.dumps(events[i : i + args.batch]) for i in range(0, len(events), args.batch)]
+    with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
+        print("raw baseline: sqlite3 executemany ...", file=sys.stderr)
+        raw = raw_baseline(batches, Path(tmp) / "raw.db", args.synchronous)
+        print("engine: POST /events/batch with every view current ...", file=sys.stderr)
+        rate, latencies, accepted = engine_over_http(batches, Path(tmp) / "engine.db", args.synchronous)
+        print("replay: every view rebuilt from the log ...", file=sys.stderr)
+        replay_rate, replayed = replay(Path(tmp) / "engine.db")
+    print()
+    print(f"closedloop ingest benchmark — {len(events):,} events, batches of {args.batch}, "
+          f"SQLite synchronous={args.synchronous}")
+    print(f"  raw sqlite3 executemany (baseline) {raw:>12,.0f} events/s")
+    print(f"  engine via POST /events/batch      {rate:>12,.0f} events/s   "
+          f"ratio to raw {rate / raw:.2f}   ({accepted:,} recorded, views current)")
+    print(f"  batch latency                      p50 {pct(latencies, 50) * 1000:,.0f} ms   "
+          f"p99 {pct(latencies, 99) * 1000:,.0f} ms   mean {statistics.mean(latencies) * 1000:,.0f} ms")
+    print(f"  replay (rebuild every view)        {replay_rate:>12,.0f} events/s   ({replayed:,} events)")
+
+
+if __name__ == "__main__":
+    main()
