@@ -83,7 +83,7 @@ class Engine:
         out.rejected = rejected
         out.quarantined = self.quarantine.keep(rejected, channel)
         if self.project_on_submit and out.accepted:
-            self.catch_up()
+            self.projector.catch_up(fresh=appended.stored)
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

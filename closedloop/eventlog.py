@@ -142,9 +142,11 @@ class EventLog:
             chunk = keys_list[i : i + _CHUNK]
             values = ",".join(["(?,?)"] * len(chunk))
             params = [v for key in chunk for v in key]
+            # a join from the keys, so that both databases look each one up by primary key
+            # (SQLite scans the whole table for a row-value IN)
             rows = tx.all(
-                f"SELECT source, event_id, position, digest FROM {RECEIPTS_TABLE} "
-                f"WHERE (source, event_id) IN (VALUES {values})",
+                f"WITH k(s, i) AS (VALUES {values}) SELECT r.source, r.event_id, r.position, r.digest "
+                f"FROM k JOIN {RECEIPTS_TABLE} r ON r.source = k.s AND r.event_id = k.i",
                 params,
             )
             for row in rows:

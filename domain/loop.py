@@ -48,25 +48,35 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _details(data: dict[str, Any]) -> dict[str, Any]:
-    """The registration details a fact states, flattened to 'customer.region' keys.
+_REQUIRED_KEYS = {f"{g}.{n}" for g, n in REQUIRED_DETAILS}
 
-    Personal data (name, phone, address) stays in the log: the file keeps only whether
-    it was given, which is all the loop needs to judge a record complete.
+
+def _details(data: dict[str, Any]) -> dict[str, Any]:
+    """What a registration or amendment says of the case, in the form the walk folds.
+
+    `given` maps each required detail the fact mentions to whether it is filled in;
+    `profile` holds the details views group by. Personal data (name, phone, address)
+    stays in the log: the file keeps only whether it was given.
     """
-    out: dict[str, Any] = {}
+    given: dict[str, bool] = {}
+    profile: dict[str, Any] = {}
     for group in ("customer", "product", "fault"):
         part = data.get(group)
         if not isinstance(part, dict):
             continue
         for name, value in part.items():
-            if (group, name) in PROFILE_DETAILS:
-                out[f"{group}.{name}"] = value
-            elif (group, name) in REQUIRED_DETAILS:
-                out[f"{group}.{name}"] = not _blank(value)
-    for name in ("request", "promised_by", "call_id"):
-        if name in data:
-            out[name] = data[name]
+            key = f"{group}.{name}"
+            if key in _REQUIRED_KEYS:
+                given[key] = not _blank(value)
+            prof = PROFILE_DETAILS.get((group, name))
+            if prof and not _blank(value):
+                profile[prof] = value
+    for name in ("request", "promised_by"):
+        if data.get(name) is not None:
+            profile[name] = data[name]
+    out: dict[str, Any] = {"given": given, "profile": profile}
+    if "call_id" in data:
+        out["call_id"] = data["call_id"]
     return out
 
 
@@ -264,16 +274,12 @@ class _Walk:
         self.anomalies.append({"time": t, "anomaly": what})
 
     def details(self, t: int, d: dict[str, Any]) -> None:
-        for key, value in d.items():
-            group, _, name = key.partition(".")
-            if (group, name) in REQUIRED_DETAILS:
-                present = value if isinstance(value, bool) else not _blank(value)
-                (self.missing.discard if present else self.missing.add)(key)
-            prof = PROFILE_DETAILS.get((group, name))
-            if prof and not _blank(value):
-                self.profile[prof] = value
-            elif key in ("request", "promised_by"):
-                self.profile[key] = value
+        for key, present in d["given"].items():
+            if present:
+                self.missing.discard(key)
+            else:
+                self.missing.add(key)
+        self.profile.update(d["profile"])
         if self.registered is not None and self.recorded is None and not self.missing:
             self.recorded = t
 
@@ -283,7 +289,7 @@ class _Walk:
                 self.flag(t, "registered again: treated as an amendment")
             else:
                 self.registered = t
-                self.missing = {f"{g}.{n}" for g, n in REQUIRED_DETAILS}
+                self.missing = set(_REQUIRED_KEYS)
             self.details(t, d)
             return
         if kind == "case.amended":
@@ -386,7 +392,7 @@ class _Walk:
                 self.fed_back = t
 
 
-def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None) -> Assessment:
+def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: bool = True) -> Assessment:
     """Walk the case's history in world time and derive where it stands.
 
     `upto` stops the walk at that moment: the case as the world stood then.
@@ -443,7 +449,6 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None) -> Asses
     # Steps opened and closed by facts at one and the same moment were never open.
     spans = [s for s in spans if s.closed is None or s.closed > s.opened]
 
-    steps = _step_states(w, spans, upto)
     return Assessment(
         case_id=file.case_id,
         spans=spans,
@@ -456,7 +461,7 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None) -> Asses
         anomalies=w.anomalies,
         outlet_id=w.outlet,
         technician_id=w.technician,
-        steps=steps,
+        steps=_step_states(w, spans, upto) if steps else {},
         awaiting_registration=w.registered is None,
     )
 

@@ -22,7 +22,7 @@ from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, c
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-3"
+SCHEMA_VERSION = "loop-4"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -279,7 +279,7 @@ class _Batch:
         for case_id in case_ids:
             file = self.files[case_id]
             assert file is not None
-            a = assess(file, self.policy)
+            a = assess(file, self.policy, steps=False)
             items.append(_item_row(file, a))
             region = a.profile.get("region")
             spans.extend(_span_row(s, case_id, _call_of(s, file), region) for s in a.spans)

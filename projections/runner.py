@@ -32,7 +32,7 @@ class StaleViewError(RuntimeError):
 
 
 class Projector:
-    def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 5000):
+    def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 20_000):
         self.log = log
         self.storage: Storage = log.storage
         self.views = list(views)
@@ -72,11 +72,20 @@ class Projector:
         head = self.log.head()
         return {name: head - pos for name, pos in self.positions().items()}
 
-    def catch_up(self, progress: Callable[[int], None] | None = None, upto: int | None = None) -> int:
-        """Apply every fact not yet in the views; returns how many facts were applied."""
+    def catch_up(self, progress: Callable[[int], None] | None = None, upto: int | None = None,
+                 fresh: Sequence[Fact] = ()) -> int:
+        """Apply every fact not yet in the views; returns how many facts were applied.
+
+        `fresh` are facts this process has just appended: when they are the next ones the
+        views need, they are applied as they are instead of being read back from the log.
+        """
         applied = 0
         with self._lock:
             start = min(self.positions().values(), default=0)
+            if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
+                self._apply(list(fresh))
+                applied += len(fresh)
+                start = fresh[-1].position
             for facts in self.log.follow(start, self.batch_size, upto):
                 self._apply(facts)
                 applied += len(facts)
