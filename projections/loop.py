@@ -22,7 +22,7 @@ from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, c
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-4"
+SCHEMA_VERSION = "loop-5"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -200,7 +200,8 @@ class _Batch:
 
     def _call_received(self, fact: Fact) -> None:
         d = fact.data
-        owner = d.get("agent_id") or fact.source
+        # the seat that took the call answers for recording it
+        owner = f"agent:{d['agent_id']}" if d.get("agent_id") else fact.source
         existing = self.call(fact.subject)
         if existing is not None:
             return  # the same call reported twice by two systems: the first report stands
