@@ -97,6 +97,9 @@ class Storage:
     def close(self) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def compact(self) -> None:
+        """Fold write-ahead logs into the database before a long read (SQLite only)."""
+
     def describe(self) -> str:
         parsed = urlparse(self.url)
         if parsed.password:
@@ -191,6 +194,12 @@ class SQLiteStorage(Storage):
         head = tx.one(f"SELECT MAX(rowid) AS head FROM {EVENTS_TABLE}")["head"] or 0
         self.recorder._insert_events(tx.raw, stored)  # noqa: SLF001
         return list(range(head + 1, head + 1 + len(stored)))
+
+    def compact(self) -> None:
+        # A replay reads the whole log: through a WAL of hundreds of megabytes that
+        # costs a third of its speed, so fold the WAL into the database first.
+        with self.datastore.get_connection(commit=True) as conn:
+            conn._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # noqa: SLF001
 
     def close(self) -> None:
         self.datastore.close()

@@ -112,6 +112,7 @@ class Projector:
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Drop every view and build it again from the first event of the log."""
         with self._lock:
+            self.storage.compact()
             with self.storage.writing() as tx:
                 for view in self.views:
                     self._reset(tx, view)
