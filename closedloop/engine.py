@@ -13,11 +13,12 @@ from typing import Any, Callable, Iterable, Sequence
 from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
-from closedloop.eventlog import EventLog, now_ms
+from closedloop.eventlog import Appended, EventLog, now_ms
 from closedloop.projections.loop import LoopView
-from closedloop.projections.runner import Projector
+from closedloop.process import Reactions, Reactor
+from closedloop.projections.runner import Projector, View
 from closedloop.quarantine import Quarantine
-from closedloop.storage import Storage, open_storage
+from closedloop.storage import Storage, Tx, open_storage
 
 
 @dataclass
@@ -41,14 +42,20 @@ class Submitted:
 
 class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
-                 clock: Callable[[], int] = now_ms, project_on_submit: bool = True) -> None:
+                 clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
+                 reactors: Sequence[Reactor] | None = None) -> None:
         self.storage = storage
         self.policy = policy or LoopPolicy()
         self.clock = clock
         self.log = EventLog(storage, clock=clock)
         self.quarantine = Quarantine(storage)
         self.loop = LoopView(self.policy)
-        self.projector = Projector(self.log, [self.loop])
+        # the views, each answering one question; add a new one here
+        self.views: list[View] = [self.loop]
+        self.projector = Projector(self.log, self.views)
+        # the process logic: what the engine decides by itself; add a new reactor here
+        self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
+        self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         self._submit_lock = threading.Lock()
 
@@ -56,21 +63,25 @@ class Engine:
     def open(cls, url: str | None = None, policy: LoopPolicy | None = None, **kwargs: Any) -> "Engine":
         return cls(open_storage(url), policy or LoopPolicy.from_env(), **kwargs)
 
-    def submit(self, events: Sequence[Any], channel: str = "api") -> Submitted:
-        """Validate, append and project: the one path every producer's events take."""
+    def submit(self, events: Sequence[Any], channel: str = "api",
+               also: Callable[[Tx, Appended], None] | None = None) -> Submitted:
+        """Validate, append and project: the one path every producer's events take.
+
+        `also` runs inside the append's transaction (see `EventLog.append`)."""
         facts: list[Fact] = []
         rejected: list[Rejection] = []
         for index, raw in enumerate(events):
             outcome = validate(raw, index=index if len(events) > 1 else None)
             (facts if isinstance(outcome, Fact) else rejected).append(outcome)
-        return self.submit_facts(facts, rejected, channel)
+        return self.submit_facts(facts, rejected, channel, also)
 
     def submit_facts(self, facts: list[Fact], rejected: list[Rejection] | None = None,
-                     channel: str = "api") -> Submitted:
+                     channel: str = "api", also: Callable[[Tx, Appended], None] | None = None) -> Submitted:
         rejected = list(rejected or [])
         out = Submitted()
-        if facts:
-            appended = self.log.append(facts)
+        appended = Appended()
+        if facts or also is not None:
+            appended = self.log.append(facts, also)
             out.accepted = len(appended.stored)
             out.duplicates = len(appended.duplicates)
             out.head = appended.head
@@ -84,10 +95,25 @@ class Engine:
         out.quarantined = self.quarantine.keep(rejected, channel)
         if self.project_on_submit and out.accepted:
             self.projector.catch_up(fresh=appended.stored)
+            if self.reactors and self.reactions.run(fresh=appended.stored):
+                self.projector.catch_up()
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
-        return self.projector.catch_up(progress)
+        """Bring views and reactors up to the log's head (events other processes appended)."""
+        n = self.projector.catch_up(progress)
+        if self.reactors and self.reactions.run():
+            n += self.projector.catch_up()
+        return n
+
+    def tick(self) -> int:
+        """Let the passing of time decide (deadlines missed); returns how many decisions."""
+        if not self.reactors:
+            return 0
+        decided = self.reactions.tick(self.clock())
+        if decided:
+            self.catch_up()
+        return decided
 
     def resubmit(self, qid: int, corrected: Any | None = None) -> Submitted:
         """An operator sends a quarantined event again, as it was or corrected."""

@@ -13,13 +13,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from closedloop.domain.facts import Fact
-from closedloop.storage import EVENTS_TABLE, Storage
+from closedloop.storage import EVENTS_TABLE, Storage, Tx
 
 RECEIPTS_TABLE = "closedloop_receipts"
 _CHUNK = 400
@@ -79,64 +79,39 @@ class EventLog:
         self._cache_size = cache_size
 
     # --- writing ---------------------------------------------------------------------------
-    def append(self, facts: Sequence[Fact]) -> Appended:
+    def append(self, facts: Sequence[Fact], also: Callable[[Tx, Appended], None] | None = None) -> Appended:
+        """Append what is new of `facts`. `also` runs in the same transaction, after the facts
+        are in: what must commit with them or not at all (a consumer's offsets, a process
+        manager's position) goes there."""
+        def work(session: "AppendSession") -> Appended:
+            result = session.append(facts)
+            if also is not None:
+                also(session.tx, result)
+            return result
+
+        return self.transaction(work)
+
+    def transaction(self, work: Callable[["AppendSession"], Any]) -> Any:
+        """Run `work` in one append transaction, retried whole if another writer got in first."""
         for attempt in range(5):
+            session = AppendSession(self)
             try:
                 with self._lock:  # one append at a time per process; the database orders processes
-                    return self._append(facts)
+                    with self.storage.writing(append=True) as tx:
+                        session.tx = tx
+                        out = work(session)
+                    # Only once committed does this process trust the versions it wrote.
+                    for stream, version in session.versions.items():
+                        self._versions[stream] = version
+                        self._versions.move_to_end(stream)
+                    while len(self._versions) > self._cache_size:
+                        self._versions.popitem(last=False)
+                    return out
             except IntegrityError:
                 self._versions.clear()
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
-
-    def _append(self, facts: Sequence[Fact]) -> Appended:
-        result = Appended()
-        if not facts:
-            return result
-        with self.storage.writing(append=True) as tx:
-            known = self._receipts(tx, {f.key for f in facts})
-            fresh: list[tuple[Fact, str]] = []
-            seen: dict[tuple[str, str], str] = {}
-            for fact in facts:
-                d = digest(fact)
-                prior = known.get(fact.key)
-                if prior is None and fact.key in seen:
-                    prior = (0, seen[fact.key])
-                if prior is not None:
-                    if prior[1] == d:
-                        result.duplicates.append(fact)
-                    else:
-                        result.conflicts.append((fact, prior[0]))
-                    continue
-                seen[fact.key] = d
-                fresh.append((fact, d))
-            if not fresh:
-                return result
-            versions = self._stream_versions(tx, {f.stream for f, _ in fresh})
-            recorded = self.clock()
-            stored_events = []
-            for fact, _ in fresh:
-                stream = fact.stream
-                version = versions.get(stream, 0) + 1
-                versions[stream] = version
-                stored_events.append(StoredEvent(stream, version, fact.type, encode(fact, recorded)))
-            positions = self.storage.insert_stored(tx, stored_events)
-            tx.executemany(
-                f"INSERT INTO {RECEIPTS_TABLE} (source, event_id, position, digest) VALUES (?,?,?,?)",
-                [(f.source, f.id, pos, d) for (f, d), pos in zip(fresh, positions)],
-            )
-            result.stored = [
-                Fact(f.type, f.subject, f.source, f.id, f.time_ms, f.data, recorded, pos)
-                for (f, _), pos in zip(fresh, positions)
-            ]
-        # Only once committed does this process trust its own versions.
-        for stream, version in versions.items():
-            self._versions[stream] = version
-            self._versions.move_to_end(stream)
-        while len(self._versions) > self._cache_size:
-            self._versions.popitem(last=False)
-        return result
 
     def _receipts(self, tx, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
         found: dict[tuple[str, str], tuple[int, str]] = {}
@@ -222,6 +197,58 @@ class EventLog:
             row = tx.one(f"SELECT position FROM {RECEIPTS_TABLE} WHERE source = ? AND event_id = ?",
                          [source, event_id])
         return row["position"] if row else None
+
+
+class AppendSession:
+    """Appends inside one transaction of the log; see `EventLog.transaction`."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.tx: Tx = None  # type: ignore[assignment]  # set when the transaction opens
+        self.versions: dict[str, int] = {}
+
+    def append(self, facts: Sequence[Fact]) -> Appended:
+        log, tx = self.log, self.tx
+        result = Appended()
+        if not facts:
+            return result
+        known = log._receipts(tx, {f.key for f in facts})
+        fresh: list[tuple[Fact, str]] = []
+        seen: dict[tuple[str, str], str] = {}
+        for fact in facts:
+            d = digest(fact)
+            prior = known.get(fact.key)
+            if prior is None and fact.key in seen:
+                prior = (0, seen[fact.key])
+            if prior is not None:
+                if prior[1] == d:
+                    result.duplicates.append(fact)
+                else:
+                    result.conflicts.append((fact, prior[0]))
+                continue
+            seen[fact.key] = d
+            fresh.append((fact, d))
+        if not fresh:
+            return result
+        missing = {f.stream for f, _ in fresh} - set(self.versions)
+        self.versions.update(log._stream_versions(tx, missing))
+        recorded = log.clock()
+        stored_events = []
+        for fact, _ in fresh:
+            stream = fact.stream
+            version = self.versions.get(stream, 0) + 1
+            self.versions[stream] = version
+            stored_events.append(StoredEvent(stream, version, fact.type, encode(fact, recorded)))
+        positions = log.storage.insert_stored(tx, stored_events)
+        tx.executemany(
+            f"INSERT INTO {RECEIPTS_TABLE} (source, event_id, position, digest) VALUES (?,?,?,?)",
+            [(f.source, f.id, pos, d) for (f, d), pos in zip(fresh, positions)],
+        )
+        result.stored = [
+            Fact(f.type, f.subject, f.source, f.id, f.time_ms, f.data, recorded, pos)
+            for (f, _), pos in zip(fresh, positions)
+        ]
+        return result
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:

@@ -1,0 +1,79 @@
+"""What every router shares: the engine dependency, time parameters, JSON in and out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from closedloop.domain.facts import to_ms
+from closedloop.engine import Engine, Submitted
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+AsOf = Annotated[
+    datetime | None,
+    Query(description="The world as it stood at this moment (RFC 3339; no offset means UTC); default: now. "
+          "Only events whose time is not after it count, and deadlines are judged at it."),
+]
+KnownAt = Annotated[
+    datetime | None,
+    Query(description="Only what the engine had recorded by this moment (audits: what did we know then)."),
+]
+
+
+class JSON(Response):
+    """JSON rendered by orjson: the views answer with many small objects."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def moment_ms(moment: datetime | None, default: int) -> int:
+    if moment is None:
+        return default
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return to_ms(moment)
+
+
+def submitted(result: Submitted, single: bool) -> Response:
+    body = result.to_json()
+    if result.rejected:
+        first = result.rejected[0]
+        body["error"] = first.describe() if single else (
+            f"{len(result.rejected)} event(s) rejected and quarantined; the others were accepted")
+        return JSON(body, status_code=422)
+    return JSON(body, status_code=202 if result.accepted else 200)
+
+
+def parse_json(raw: bytes) -> Any:
+    if len(raw) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body of {len(raw)} bytes is over the limit of {MAX_BODY_BYTES}")
+    if not raw.strip():
+        raise HTTPException(400, "the body is empty: send a CloudEvent as JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body of {declared} bytes is over the limit of {MAX_BODY_BYTES}")
+    return await request.body()

@@ -1,0 +1,69 @@
+"""Analysts: where each case stands, what leaked and who owns it, the three controls."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from closedloop.projections import controls as controls_view
+from closedloop.projections import leaks as leaks_view
+from closedloop.projections.standing import case_standing
+
+from .common import AsOf, EngineDep, KnownAt, moment_ms
+
+router = APIRouter()
+
+
+@router.get("/cases/{case_id}", tags=["loop"])
+def get_case(engine: EngineDep, case_id: Annotated[str, Path(min_length=1)], as_of: AsOf = None,
+             known_at: KnownAt = None) -> Any:
+    """The case's timeline and where it stands at each of the four steps, with its owner."""
+    now = engine.clock()
+    known = moment_ms(known_at, now) if known_at else None
+    found = case_standing(engine.log, engine.policy, case_id, moment_ms(as_of, now), known)
+    if found is None:
+        raise HTTPException(404, f"no case {case_id!r} has been recorded")
+    return found
+
+
+@router.get("/loop/summary", tags=["loop"])
+def loop_summary(engine: EngineDep, as_of: AsOf = None) -> Any:
+    """How many cases there are, and how many are open and overdue (leaked) at each step."""
+    return leaks_view.summary(engine.storage, moment_ms(as_of, engine.clock()))
+
+
+@router.get("/loop/leaks", tags=["loop"])
+def loop_leaks(
+    engine: EngineDep,
+    as_of: AsOf = None,
+    stage: Literal["recorded", "handled", "reviewed", "fed_back"] | None = None,
+    region: str | None = None,
+    outlet_id: str | None = None,
+    owner: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    """Steps overdue at the moment asked about: which case, which step, due when, owned by whom."""
+    flt = leaks_view.LeakFilter(stage, region, outlet_id, owner)
+    return leaks_view.leaks(engine.storage, moment_ms(as_of, engine.clock()), flt, limit, offset)
+
+
+@router.get("/controls", tags=["controls"])
+def get_controls(
+    engine: EngineDep,
+    from_: Annotated[datetime | None, Query(alias="from", description="Start of the period "
+                                            "(default: 30 days before `to`)")] = None,
+    to: Annotated[datetime | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
+    as_of: AsOf = None,
+    by: Literal["region", "outlet", "product_line"] | None = None,
+) -> Any:
+    """Complaint, dissatisfaction and omission rates in PPM against the 10 PPM target."""
+    at = moment_ms(as_of, engine.clock())
+    end = moment_ms(to, at)
+    start = moment_ms(from_, end - 30 * 24 * 3_600_000)
+    if start >= end:
+        raise HTTPException(422, "from must be before to")
+    return controls_view.controls(engine.storage, start, end, at, by)

@@ -1,0 +1,69 @@
+"""Operators: the quarantine of rejected events, and the engine's health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from .common import EngineDep, parse_json, read_body, submitted
+
+router = APIRouter()
+
+
+@router.get("/quarantine", tags=["operators"])
+def list_quarantine(
+    engine: EngineDep,
+    status: Literal["open", "resubmitted", "discarded", "all"] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    """Rejected events, with the reasons, as they were received."""
+    return engine.quarantine.list(None if status == "all" else status, limit, offset)
+
+
+@router.get("/quarantine/{qid}", tags=["operators"])
+def get_quarantined(engine: EngineDep, qid: int) -> Any:
+    """One rejected event, as it was received, with the reasons."""
+    entry = engine.quarantine.get(qid)
+    if entry is None:
+        raise HTTPException(404, f"no quarantined event {qid}")
+    return entry
+
+
+@router.post("/quarantine/{qid}/resubmit", tags=["operators"],
+             openapi_extra={"requestBody": {"required": False, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}}},
+                 "description": "The corrected event; leave empty to re-submit it as it was."}})
+async def resubmit(engine: EngineDep, qid: int, request: Request) -> Any:
+    """Re-submit a quarantined event, corrected or as it was."""
+    body = await read_body(request)
+    corrected = parse_json(body) if body.strip() else None
+    try:
+        result = await run_in_threadpool(engine.resubmit, qid, corrected)
+    except KeyError:
+        raise HTTPException(404, f"no quarantined event {qid}") from None
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return submitted(result, single=True)
+
+
+@router.post("/quarantine/{qid}/discard", tags=["operators"])
+def discard(engine: EngineDep, qid: int,
+            reason: Annotated[str, Query(min_length=1, description="Why it is discarded")]) -> Any:
+    """Close a quarantined event without recording it (the reason is kept)."""
+    entry = engine.quarantine.get(qid)
+    if entry is None:
+        raise HTTPException(404, f"no quarantined event {qid}")
+    if entry["status"] != "open":
+        raise HTTPException(409, f"quarantined event {qid} is already {entry['status']}")
+    engine.quarantine.resolve(qid, "discarded", reason)
+    return engine.quarantine.get(qid)
+
+
+@router.get("/health", tags=["operations"])
+def health(engine: EngineDep) -> Any:
+    """The log's head and how far each view is behind it."""
+    return {"status": "ok", "database": engine.storage.dialect, "log_head": engine.log.head(),
+            "view_lag": engine.projector.lag()}

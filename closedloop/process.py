@@ -1,0 +1,140 @@
+"""Process logic: what the engine decides by itself, as facts in the same log.
+
+A `Reactor` follows the log like a view, keeps the little state it needs in its own tables,
+and answers new facts with decisions (automatic dispatch, alarms, approvals, routing, permit
+points). Time is a source of decisions too: `due` is asked, now and then, what deadlines
+have passed. Each decision is a `Fact` whose `source` names the engine and whose `id` is
+derived from what caused it, so the same decision taken twice is recorded once.
+
+A batch's decisions, the reactor's state and its position in the log commit in one
+transaction: a crash neither loses a decision nor takes it twice. When a reactor's rules
+change (its fingerprint), its state is rebuilt from the log *without* deciding again what
+was decided under the old rules.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Protocol, Sequence
+
+from closedloop.domain.facts import Fact
+from closedloop.eventlog import AppendSession, EventLog
+from closedloop.storage import Tx
+
+POSITIONS_TABLE = "closedloop_reactor_positions"
+ENGINE_SOURCE = "/closedloop/engine"
+
+
+class Reactor(Protocol):
+    name: str
+
+    def fingerprint(self) -> str: ...
+    def tables(self) -> list[str]: ...
+    def create_statements(self) -> list[str]: ...
+    def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]: ...
+    def due(self, tx: Tx, now: int) -> list[Fact]: ...
+
+
+class StaleReactorError(RuntimeError):
+    """Another process moved the reactor on while this one was deciding."""
+
+
+class Reactions:
+    def __init__(self, log: EventLog, reactors: Iterable[Reactor], batch_size: int = 5000) -> None:
+        self.log = log
+        self.reactors = list(reactors)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        log.storage.create([
+            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, position {{bigint}} NOT NULL, "
+            "quiet_until {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
+        ])
+        for reactor in self.reactors:
+            self._prepare(reactor)
+
+    def _prepare(self, reactor: Reactor) -> None:
+        storage = self.log.storage
+        with storage.writing() as tx:
+            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
+            if row is not None and row["fingerprint"] == reactor.fingerprint():
+                return
+            for table in reactor.tables():
+                tx.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in reactor.create_statements():
+                tx.execute(storage.ddl(statement))
+            # What the log holds now was decided already: fold it, decide nothing again.
+            head = self.log.head()
+            tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
+            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, quiet_until, fingerprint) VALUES (?,0,?,?)",
+                       [reactor.name, head, reactor.fingerprint()])
+
+    def positions(self) -> dict[str, int]:
+        with self.log.storage.reading() as tx:
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}")
+        known = {r["name"]: r["position"] for r in rows}
+        return {r.name: known.get(r.name, 0) for r in self.reactors}
+
+    def run(self, fresh: Sequence[Fact] = ()) -> int:
+        """Let every reactor answer the facts it has not seen; returns how many decisions."""
+        decided = 0
+        with self._lock:
+            for reactor in self.reactors:
+                start = self.positions()[reactor.name]
+                if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
+                    decided += self._react(reactor, list(fresh))
+                    start = fresh[-1].position
+                for facts in self.log.follow(start, self.batch_size):
+                    decided += self._react(reactor, facts)
+        return decided
+
+    def _react(self, reactor: Reactor, facts: list[Fact]) -> int:
+        def work(session: AppendSession) -> int:
+            tx = session.tx
+            row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
+            position, quiet_until = row["position"], row["quiet_until"]
+            todo = [f for f in facts if f.position > position]
+            if not todo:
+                return 0
+            quiet = [f for f in todo if f.position <= quiet_until]
+            if quiet:
+                reactor.react(tx, quiet)  # state only: these were decided before
+            loud = todo[len(quiet):]
+            decisions = reactor.react(tx, loud) if loud else []
+            _check(reactor, decisions)
+            stored = session.append(decisions).stored
+            tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ? AND position = ?",
+                       [todo[-1].position, reactor.name, position])
+            if tx.rowcount() != 1:
+                raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")
+            return len(stored)
+
+        return self.log.transaction(work)
+
+    def tick(self, now: int) -> int:
+        """Ask every reactor what the passing of time has decided (deadlines missed)."""
+        decided = 0
+        with self._lock:
+            for reactor in self.reactors:
+                def work(session: AppendSession, reactor: Reactor = reactor) -> int:
+                    decisions = reactor.due(session.tx, now)
+                    _check(reactor, decisions)
+                    return len(session.append(decisions).stored)
+
+                decided += self.log.transaction(work)
+        return decided
+
+
+def _check(reactor: Reactor, decisions: Sequence[Fact]) -> None:
+    """The engine speaks the contract too: a decision that breaks it is a bug, not data."""
+    from closedloop.contract import Rejection, to_cloudevent, validate
+
+    for fact in decisions:
+        outcome = validate(to_cloudevent(fact))
+        if isinstance(outcome, Rejection):
+            raise ValueError(f"reactor {reactor.name} decided an event outside the contract: {outcome.describe()}")
+
+
+def engine_fact(type_: str, subject: str, time_ms: int, data: dict, reactor: str, key: str) -> Fact:
+    """A decision of the engine's: its source names the reactor, its id what caused it."""
+    return Fact(type_, subject, f"{ENGINE_SOURCE}/{reactor}", key, time_ms, data)
+
