@@ -254,6 +254,47 @@ def cmd_status(args: argparse.Namespace) -> int:
         engine.close()
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from closedloop import chain
+
+    engine = _engine(args)
+    try:
+        against = []
+        for path in args.checkpoint or []:
+            loaded = json.loads(Path(path).read_text())
+            against += loaded if isinstance(loaded, list) else [loaded]
+        bar = _progress(engine.log.head(), "verify")
+        verdict = chain.verify(engine.storage, bar.update, against=against)
+        bar.close()
+        _print(verdict.to_json())
+        if verdict.ok:
+            print(f"the log holds: {verdict.checked} events chained up to position {verdict.head}"
+                  + (f", and {len(against)} checkpoint(s) agree" if against else ""), file=sys.stderr)
+            return 0
+        print(f"TAMPERING DETECTED: {verdict.problem}", file=sys.stderr)
+        return 3
+    finally:
+        engine.close()
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from closedloop import chain
+
+    engine = _engine(args)
+    try:
+        point = chain.take_checkpoint(engine.storage, engine.clock())
+        point["taken"] = iso(point["taken"])
+        if args.export:
+            all_points = [dict(c, taken=iso(c["taken"])) for c in chain.checkpoints(engine.storage)]
+            Path(args.export).write_text(json.dumps(all_points, indent=2))
+            print(f"{len(all_points)} checkpoint(s) written to {args.export}: keep a copy where the "
+                  "operators of this database cannot change it", file=sys.stderr)
+        _print(point)
+        return 0
+    finally:
+        engine.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="closedloop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -298,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=_moment, default=None, help="the last moment of the workload")
     p.add_argument("-o", "--output", default="-")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("verify", parents=[common],
+                       help="walk the log against its hash chain; exit 3 at the first tampered position")
+    p.add_argument("--checkpoint", action="append", help="a checkpoint file exported earlier (repeatable)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("checkpoint", parents=[common], help="record the chain's tip (position, hash, time)")
+    p.add_argument("--export", help="write every checkpoint taken so far to this JSON file")
+    p.set_defaults(func=cmd_checkpoint)
 
     p = sub.add_parser("status", parents=[common], help="the log's head, the views' lag, the loop now")
     p.set_defaults(func=cmd_status)

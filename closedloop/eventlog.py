@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import orjson
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from closedloop import chain
 from closedloop.domain.facts import Fact
 from closedloop.storage import EVENTS_TABLE, Storage, Tx
 
@@ -71,7 +72,9 @@ class EventLog:
         storage.create([
             f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} (source TEXT NOT NULL, event_id TEXT NOT NULL, "
             "position {bigint} NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (source, event_id))",
+            *chain.create_statements(),
         ])
+        chain.seal_unchained(storage)
         # Last version of each stream this process wrote; another writer makes it stale,
         # which the log's unique (stream, version) key detects, and the append retries.
         self._versions: OrderedDict[str, int] = OrderedDict()
@@ -206,6 +209,7 @@ class AppendSession:
         self.log = log
         self.tx: Tx = None  # type: ignore[assignment]  # set when the transaction opens
         self.versions: dict[str, int] = {}
+        self.tip: str | None = None  # the chain's last hash, once read in this transaction
 
     def append(self, facts: Sequence[Fact]) -> Appended:
         log, tx = self.log, self.tx
@@ -240,6 +244,9 @@ class AppendSession:
             self.versions[stream] = version
             stored_events.append(StoredEvent(stream, version, fact.type, encode(fact, recorded)))
         positions = log.storage.insert_stored(tx, stored_events)
+        if self.tip is None:
+            self.tip = chain.last_link(tx)[1]
+        self.tip = chain.extend(tx, self.tip, stored_events, positions)
         tx.executemany(
             f"INSERT INTO {RECEIPTS_TABLE} (source, event_id, position, digest) VALUES (?,?,?,?)",
             [(f.source, f.id, pos, d) for (f, d), pos in zip(fresh, positions)],
