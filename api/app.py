@@ -7,22 +7,31 @@ area has its own router module; this one assembles them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
+from closedloop.access import RateLimiter
 from closedloop.engine import Engine
 
 from . import events, loop, operations
 from .common import JSON
+from .security import authenticate, require
 
 log = logging.getLogger("closedloop.api")
 
-ROUTERS = (events.router, loop.router, operations.router)
+# each router with the permission its routes need (see closedloop/access.py for the roles)
+ROUTERS = (
+    (events.router, "append"),
+    (loop.router, "read"),
+    (operations.router, "quarantine"),
+    (operations.health_router, None),
+)
 
 
 def _event_schemas() -> dict[str, Any]:
@@ -31,9 +40,12 @@ def _event_schemas() -> dict[str, Any]:
     return _ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
 
 
-def create_app(engine: Engine, follow_interval: float | None = 1.0) -> FastAPI:
+def create_app(engine: Engine, follow_interval: float | None = 1.0, auth: bool | None = None,
+               rate_per_second: float | None = None) -> FastAPI:
     """The API over one engine; `follow_interval` seconds between catching up on events
-    that other processes (a Kafka consumer, a file import) appended to the same log."""
+    that other processes (a Kafka consumer, a file import) appended to the same log.
+    `auth` (default: on unless CLOSEDLOOP_AUTH=off) makes every call show an API key;
+    `rate_per_second` (default: CLOSEDLOOP_RATE_LIMIT) caps each producer key without its own rate."""
     stop = threading.Event()
 
     def follow() -> None:
@@ -66,12 +78,17 @@ def create_app(engine: Engine, follow_interval: float | None = 1.0) -> FastAPI:
         ),
         default_response_class=JSON,
         lifespan=lifespan,
+        dependencies=[Depends(authenticate)],
     )
     app.state.engine = engine
+    app.state.auth_required = auth if auth is not None else os.environ.get("CLOSEDLOOP_AUTH", "on").lower() != "off"
+    rate = rate_per_second if rate_per_second is not None else os.environ.get("CLOSEDLOOP_RATE_LIMIT")
+    app.state.default_rate = float(rate) if rate else None
+    app.state.limiter = RateLimiter()
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return JSON({"error": exc.detail}, status_code=exc.status_code)
+        return JSON({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_parameters(request: Request, exc: RequestValidationError) -> Response:
@@ -82,12 +99,13 @@ def create_app(engine: Engine, follow_interval: float | None = 1.0) -> FastAPI:
         words = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return JSON({"error": f"bad request: {words}", "errors": problems}, status_code=422)
 
-    for router in ROUTERS:
-        app.include_router(router)
+    for router, permission in ROUTERS:
+        app.include_router(router, dependencies=[Depends(require(permission))] if permission else [])
 
-    @app.get("/", include_in_schema=False)
-    def root() -> Any:
+    async def root(request: Request) -> Response:
         return RedirectResponse("/docs")
+
+    app.add_route("/", root, include_in_schema=False)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -100,6 +118,10 @@ def create_app(engine: Engine, follow_interval: float | None = 1.0) -> FastAPI:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(contract.pop("$defs", {}))
         components["CloudEvent"] = contract
+        components.setdefault("securitySchemes", {})["apiKey"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "An API key made with `closedloop keys add` (the demo prints some)."}
+        schema["security"] = [{"apiKey": []}]
         app.openapi_schema = schema
         return schema
 

@@ -13,6 +13,7 @@ from closedloop.domain.facts import to_ms
 from closedloop.engine import Engine, Submitted
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BATCH_EVENTS = 50_000
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 

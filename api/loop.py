@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+
+from closedloop.access import redact
 
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
@@ -18,14 +20,19 @@ router = APIRouter()
 
 
 @router.get("/cases/{case_id}", tags=["loop"])
-def get_case(engine: EngineDep, case_id: Annotated[str, Path(min_length=1)], as_of: AsOf = None,
-             known_at: KnownAt = None) -> Any:
-    """The case's timeline and where it stands at each of the four steps, with its owner."""
+def get_case(engine: EngineDep, request: Request, case_id: Annotated[str, Path(min_length=1)],
+             as_of: AsOf = None, known_at: KnownAt = None) -> Any:
+    """The case's timeline and where it stands at each of the four steps, with its owner.
+
+    Customers' personal data is shown only to keys allowed to see it (auditors)."""
     now = engine.clock()
     known = moment_ms(known_at, now) if known_at else None
     found = case_standing(engine.log, engine.policy, case_id, moment_ms(as_of, now), known)
     if found is None:
         raise HTTPException(404, f"no case {case_id!r} has been recorded")
+    if not request.state.principal.may("personal_data"):
+        for entry in found["timeline"]:
+            entry["data"] = redact(entry["data"])
     return found
 
 

@@ -61,6 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"closedloop: {engine.storage.describe()} — log head {engine.log.head()}, "
           f"{caught} event(s) brought into the views", file=sys.stderr)
     print(f"closedloop: serving on http://{args.host}:{args.port} (API docs at /docs)", file=sys.stderr)
+    if os.environ.get("CLOSEDLOOP_AUTH", "on").lower() != "off" and engine.keys.count() == 0:
+        print("closedloop: no API keys exist yet, so every call will be refused: make one with\n"
+              "  closedloop keys add NAME --role analyst   (roles: producer, operator, analyst, auditor, admin)",
+              file=sys.stderr)
     server = _serve(engine, args.host, args.port)
     try:
         server.run()
@@ -70,8 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # --- demo ----------------------------------------------------------------------------------
-def _post(url: str, body: bytes, content_type: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"content-type": content_type})
+def _post(url: str, body: bytes, content_type: str, key: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"content-type": content_type, "authorization": f"Bearer {key}"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return orjson.loads(response.read())
@@ -79,9 +84,19 @@ def _post(url: str, body: bytes, content_type: str) -> dict[str, Any]:
         return orjson.loads(exc.read())
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=60) as response:
+def _get(url: str, key: str) -> Any:
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
         return orjson.loads(response.read())
+
+
+DEMO_KEYS = (
+    ("demo-producers", "producer", ["/"]),
+    ("demo-operator", "operator", None),
+    ("demo-analyst", "analyst", None),
+    ("demo-auditor", "auditor", None),
+    ("demo-admin", "admin", None),
+)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -93,6 +108,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(f"data/demo.db{suffix}").unlink(missing_ok=True)
     engine = Engine.open(url)
+    keys = {}
+    for name, role, sources in DEMO_KEYS:
+        if name not in {k["name"] for k in engine.keys.list()}:
+            keys[role] = engine.keys.add(name, role, sources)
     server = _serve(engine, args.host, args.port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -116,7 +135,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def flush() -> None:
         nonlocal sent, accepted, rejected
-        answer = _post(f"{base}/events/batch", orjson.dumps(batch), "application/cloudevents-batch+json")
+        answer = _post(f"{base}/events/batch", orjson.dumps(batch), "application/cloudevents-batch+json",
+                       keys["producer"])
         sent += len(batch)
         accepted += answer.get("accepted", 0)
         rejected += len(answer.get("rejected", []))
@@ -131,17 +151,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flush()
     bar.close()
     print(f"closedloop demo: {sent} events sent, {accepted} recorded, {rejected} rejected", file=sys.stderr)
-    summary = _get(f"{base}/loop/summary")
-    controls = _get(f"{base}/controls?from={iso(to_ms(end - timedelta(days=args.days + 1)))}")
-    leaks = _get(f"{base}/loop/leaks?limit=5")
+    summary = _get(f"{base}/loop/summary", keys["analyst"])
+    controls = _get(f"{base}/controls?from={iso(to_ms(end - timedelta(days=args.days + 1)))}", keys["analyst"])
+    leaks = _get(f"{base}/loop/leaks?limit=5", keys["analyst"])
     _report(summary, controls, leaks)
+    print("\nAPI keys made for this demo (send as 'Authorization: Bearer <key>'; only their hashes are kept):")
+    for role, secret in keys.items():
+        print(f"  {role:<9} {secret}")
     if args.no_serve:
         server.should_exit = True
         thread.join(timeout=10)
         engine.close()
         return 0
-    print(f"\nThe API is up at {base} — try {base}/docs, {base}/loop/summary, {base}/loop/leaks, "
-          f"{base}/controls?by=region. Ctrl-C stops it.", file=sys.stderr)
+    print(f"\nThe API is up at {base} — open {base}/docs, press Authorize and paste the analyst key; or\n"
+          f"  curl -H 'Authorization: Bearer {keys['analyst']}' {base}/loop/summary\n"
+          "Ctrl-C stops it.", file=sys.stderr)
     try:
         while thread.is_alive():
             thread.join(timeout=1)
@@ -295,6 +319,27 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         engine.close()
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    try:
+        if args.action == "add":
+            if not args.name:
+                raise ValueError("name the key: closedloop keys add NAME --role ROLE")
+            secret = engine.keys.add(args.name, args.role, args.source, args.rate)
+            print(secret)
+            print(f"key {args.name!r} ({args.role}) made; this is the only time it is shown", file=sys.stderr)
+        elif args.action == "revoke":
+            if not engine.keys.revoke(args.name):
+                print(f"no live key named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"key {args.name!r} revoked", file=sys.stderr)
+        else:
+            _print([dict(k, created=iso(k["created"]), revoked=iso(k["revoked"])) for k in engine.keys.list()])
+        return 0
+    finally:
+        engine.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="closedloop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -348,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("checkpoint", parents=[common], help="record the chain's tip (position, hash, time)")
     p.add_argument("--export", help="write every checkpoint taken so far to this JSON file")
     p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser("keys", parents=[common], help="make, list and revoke API keys")
+    p.add_argument("action", choices=["add", "list", "revoke"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", default="analyst", choices=["producer", "operator", "analyst", "auditor", "admin"])
+    p.add_argument("--source", action="append", help="a source prefix a producer key may send as (repeatable)")
+    p.add_argument("--rate", type=float, default=None, help="events per second this key may send")
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("status", parents=[common], help="the log's head, the views' lag, the loop now")
     p.set_defaults(func=cmd_status)

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from closedloop.access import KeyStore
 from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
@@ -49,6 +50,7 @@ class Engine:
         self.clock = clock
         self.log = EventLog(storage, clock=clock)
         self.quarantine = Quarantine(storage)
+        self.keys = KeyStore(storage)
         self.loop = LoopView(self.policy)
         # the views, each answering one question; add a new one here
         self.views: list[View] = [self.loop]

@@ -90,3 +90,14 @@ def registration(call_id: str, region: str = "R01", address: str | None = "1 Hai
 @pytest.fixture
 def ev() -> Callable[..., dict[str, Any]]:
     return event
+
+
+def client_for(engine: Engine, role: str = "admin", sources: tuple[str, ...] = ("/",), **app_options: Any):
+    """An HTTP client of the engine's API holding a fresh key of `role`."""
+    from fastapi.testclient import TestClient
+
+    from closedloop.api.app import create_app
+
+    secret = engine.keys.add(f"{role}-{next(_ids)}", role, list(sources) if role == "producer" else None)
+    app = create_app(engine, follow_interval=None, auth=True, **app_options)
+    return TestClient(app, headers={"Authorization": f"Bearer {secret}"})

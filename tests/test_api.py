@@ -9,10 +9,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from closedloop.api.app import create_app
 from closedloop.engine import Engine
 
-from conftest import event, registration
+from conftest import client_for, event, registration
 from test_ingest import ACKED, CALL, CALLBACK, DONE, REG, ROUTED, STORY
 
 BATCH = "application/cloudevents-batch+json"
@@ -21,7 +20,7 @@ STRUCTURED = "application/cloudevents+json"
 
 @pytest.fixture
 def client(engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(engine, follow_interval=None)) as c:
+    with client_for(engine, "admin") as c:
         yield c
 
 

@@ -31,6 +31,7 @@ def test_demo_ingests_over_http_and_reports_the_loop_and_controls(tmp_path: Path
     done = run(["demo", "--no-serve", "--port", str(free_port()), "--days", "3", "--calls-per-day", "100"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "0 rejected" in done.stderr
+    assert "API keys made for this demo" in done.stdout and "clk_" in done.stdout
     for words in ("The loop as of", "recorded", "handled", "reviewed", "fed_back", "Three controls",
                   "complaint", "dissatisfaction", "omission"):
         assert words in done.stdout, words
@@ -63,12 +64,18 @@ def test_generate_ingest_replay_and_status_on_one_database(tmp_path: Path):
 
 def test_serve_answers_on_the_port_it_is_given(tmp_path: Path):
     port = free_port()
-    proc = subprocess.Popen(EXE + ["serve", "--port", str(port), "--database", f"sqlite:///{tmp_path}/s.db"],
+    db = f"sqlite:///{tmp_path}/s.db"
+    key = run(["keys", "add", "ops", "--role", "operator", "--database", db], tmp_path)
+    assert key.returncode == 0, key.stderr
+    secret = key.stdout.strip()
+    proc = subprocess.Popen(EXE + ["serve", "--port", str(port), "--database", db],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for _ in range(100):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/health",
+                                                 headers={"Authorization": f"Bearer {secret}"})
+                with urllib.request.urlopen(request, timeout=1) as r:
                     assert json.loads(r.read())["status"] == "ok"
                     break
             except OSError:
