@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator, Literal
 
 from datetime import datetime
 
@@ -12,7 +13,11 @@ from closedloop.access import redact
 
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
+from closedloop.domain.facts import iso
+from closedloop.engine import Engine
 from closedloop.projections.standing import case_standing
+from closedloop.replay import scratch_views
+from closedloop.storage import Storage
 
 from .common import AsOf, EngineDep, KnownAt, moment_ms
 
@@ -36,10 +41,22 @@ def get_case(engine: EngineDep, request: Request, case_id: Annotated[str, Path(m
     return found
 
 
+@contextmanager
+def _views(engine: Engine, at: int, known_at: datetime | None) -> Iterator[Storage]:
+    """The live views; or, for `known_at`, views replayed from only what was recorded by then."""
+    if known_at is None:
+        yield engine.storage
+        return
+    with scratch_views(engine.log, engine.policy, known_at=moment_ms(known_at, at)) as scratch:
+        yield scratch
+
+
 @router.get("/loop/summary", tags=["loop"])
-def loop_summary(engine: EngineDep, as_of: AsOf = None) -> Any:
+def loop_summary(engine: EngineDep, as_of: AsOf = None, known_at: KnownAt = None) -> Any:
     """How many cases there are, and how many are open and overdue (leaked) at each step."""
-    return leaks_view.summary(engine.storage, moment_ms(as_of, engine.clock()))
+    at = moment_ms(as_of, engine.clock())
+    with _views(engine, at, known_at) as storage:
+        return leaks_view.summary(storage, at) | _known(known_at, at)
 
 
 @router.get("/loop/leaks", tags=["loop"])
@@ -52,10 +69,13 @@ def loop_leaks(
     owner: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    known_at: KnownAt = None,
 ) -> Any:
     """Steps overdue at the moment asked about: which case, which step, due when, owned by whom."""
     flt = leaks_view.LeakFilter(stage, region, outlet_id, owner)
-    return leaks_view.leaks(engine.storage, moment_ms(as_of, engine.clock()), flt, limit, offset)
+    at = moment_ms(as_of, engine.clock())
+    with _views(engine, at, known_at) as storage:
+        return leaks_view.leaks(storage, at, flt, limit, offset) | _known(known_at, at)
 
 
 @router.get("/controls", tags=["controls"])
@@ -66,6 +86,7 @@ def get_controls(
     to: Annotated[datetime | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
     as_of: AsOf = None,
     by: Literal["region", "outlet", "product_line"] | None = None,
+    known_at: KnownAt = None,
 ) -> Any:
     """Complaint, dissatisfaction and omission rates in PPM against the 10 PPM target."""
     at = moment_ms(as_of, engine.clock())
@@ -73,4 +94,9 @@ def get_controls(
     start = moment_ms(from_, end - 30 * 24 * 3_600_000)
     if start >= end:
         raise HTTPException(422, "from must be before to")
-    return controls_view.controls(engine.storage, start, end, at, by)
+    with _views(engine, at, known_at) as storage:
+        return controls_view.controls(storage, start, end, at, by) | _known(known_at, at)
+
+
+def _known(known_at: datetime | None, at: int) -> dict[str, Any]:
+    return {"known_at": iso(moment_ms(known_at, at))} if known_at is not None else {}

@@ -456,6 +456,20 @@ def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return errors
 
 
+MAX_DEPTH = 32
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Deeper than any event needs: refused before it can exhaust the encoder's recursion."""
+    if limit < 0:
+        return True
+    if isinstance(value, dict):
+        return any(_too_deep(v, limit - 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_deep(v, limit - 1) for v in value)
+    return False
+
+
 def validate(obj: Any, *, index: int | None = None) -> Fact | Rejection:
     """One CloudEvent (a decoded JSON object) -> a Fact, or a Rejection saying why not."""
     if not isinstance(obj, dict):
@@ -464,6 +478,9 @@ def validate(obj: Any, *, index: int | None = None) -> Fact | Rejection:
     ident = obj.get("id") if isinstance(obj.get("id"), str) else None
     source = obj.get("source") if isinstance(obj.get("source"), str) else None
     kind = obj.get("type") if isinstance(obj.get("type"), str) else None
+    if _too_deep(obj.get("data"), MAX_DEPTH):
+        return Rejection([{"field": "data", "message": f"nested deeper than {MAX_DEPTH} levels"}],
+                         ident, source, kind, index, raw=_shallow(obj))
     try:
         event = _ADAPTER.validate_python(obj)
     except ValidationError as exc:
@@ -476,6 +493,11 @@ def validate(obj: Any, *, index: int | None = None) -> Fact | Rejection:
         time_ms=to_ms(datetime.fromisoformat(event.time)),
         data=obj["data"],
     )
+
+
+def _shallow(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the quarantine keeps of an event too deep to store whole: its envelope."""
+    return {k: v for k, v in obj.items() if k != "data"} | {"data": "(too deeply nested to keep)"}
 
 
 def from_binary(headers: dict[str, str], data: Any) -> dict[str, Any]:

@@ -101,3 +101,13 @@ def test_binary_mode_headers_become_the_envelope():
 def test_something_that_is_not_an_object_is_rejected():
     r = validate(["not", "an", "event"])
     assert isinstance(r, Rejection) and r.errors[0]["field"] == "(event)"
+
+
+def test_data_nested_absurdly_deep_is_rejected_not_crashed_on():
+    deep: dict = {"technician_id": "TEC-1"}
+    inner = deep
+    for _ in range(100):
+        inner["x"] = {}
+        inner = inner["x"]
+    r = validate(event("visit.arrived", "CASE-1", "2026-10-30T08:10:00Z", deep))
+    assert isinstance(r, Rejection) and r.errors[0]["field"] == "data" and "nested deeper" in r.errors[0]["message"]
