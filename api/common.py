@@ -12,8 +12,11 @@ from fastapi.responses import Response
 from closedloop.domain.facts import to_ms
 from closedloop.engine import Engine, Submitted
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_BATCH_EVENTS = 50_000
+import os
+
+# a request larger than this is refused before it is read whole (CLOSEDLOOP_MAX_BODY_MB)
+MAX_BODY_BYTES = int(float(os.environ.get("CLOSEDLOOP_MAX_BODY_MB", "64")) * 1024 * 1024)
+MAX_BATCH_EVENTS = int(os.environ.get("CLOSEDLOOP_MAX_BATCH_EVENTS", "50000"))
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
@@ -74,7 +77,15 @@ def parse_json(raw: bytes) -> Any:
 
 
 async def read_body(request: Request) -> bytes:
+    """The body, read in chunks and refused as soon as it grows past the limit (a client
+    that lies about its length, or sends chunked, cannot make a worker buffer gigabytes)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HTTPException(413, f"body of {declared} bytes is over the limit of {MAX_BODY_BYTES}")
-    return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"body is over the limit of {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

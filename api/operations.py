@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from .common import EngineDep, parse_json, read_body, submitted
+
+# quarantine ids are 64-bit in both databases
+QuarantineId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The quarantine id of a rejected event")]
 
 router = APIRouter()  # the quarantine: operators
 health_router = APIRouter()  # any key
@@ -25,7 +28,7 @@ def list_quarantine(
 
 
 @router.get("/quarantine/{qid}", tags=["operators"])
-def get_quarantined(engine: EngineDep, qid: int) -> Any:
+def get_quarantined(engine: EngineDep, qid: QuarantineId) -> Any:
     """One rejected event, as it was received, with the reasons."""
     entry = engine.quarantine.get(qid)
     if entry is None:
@@ -37,7 +40,7 @@ def get_quarantined(engine: EngineDep, qid: int) -> Any:
              openapi_extra={"requestBody": {"required": False, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}}},
                  "description": "The corrected event; leave empty to re-submit it as it was."}})
-async def resubmit(engine: EngineDep, qid: int, request: Request) -> Any:
+async def resubmit(engine: EngineDep, qid: QuarantineId, request: Request) -> Any:
     """Re-submit a quarantined event, corrected or as it was."""
     body = await read_body(request)
     corrected = parse_json(body) if body.strip() else None
@@ -51,8 +54,8 @@ async def resubmit(engine: EngineDep, qid: int, request: Request) -> Any:
 
 
 @router.post("/quarantine/{qid}/discard", tags=["operators"])
-def discard(engine: EngineDep, qid: int,
-            reason: Annotated[str, Query(min_length=1, description="Why it is discarded")]) -> Any:
+def discard(engine: EngineDep, qid: QuarantineId,
+            reason: Annotated[str, Query(min_length=1, max_length=2000, description="Why it is discarded")]) -> Any:
     """Close a quarantined event without recording it (the reason is kept)."""
     entry = engine.quarantine.get(qid)
     if entry is None:

@@ -172,3 +172,27 @@ def test_the_openapi_page_documents_every_route_and_the_event_contract(client: T
         assert path in spec["paths"], path
     assert "CloudEvent" in spec["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+def test_invalid_utf8_and_absurd_nesting_get_a_400(client: TestClient):
+    r = client.post("/events", content=b'{"id": "\xff\xfe"}', headers={"content-type": STRUCTURED})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    r = client.post("/events/batch", content=b"[" * 5000 + b"]" * 5000, headers={"content-type": BATCH})
+    assert r.status_code == 400
+
+
+def test_a_batch_over_the_limit_is_refused_before_anything_is_recorded(client: TestClient, monkeypatch):
+    from closedloop.api import events as events_api
+
+    monkeypatch.setattr(events_api, "MAX_BATCH_EVENTS", 10)
+    r = post(client, "/events/batch", [CALL] * 11, BATCH)
+    assert r.status_code == 413 and "split it" in r.json()["error"]
+    assert client.get("/health").json()["log_head"] == 0
+
+
+def test_a_body_over_the_limit_is_refused(client: TestClient, monkeypatch):
+    from closedloop.api import common
+
+    monkeypatch.setattr(common, "MAX_BODY_BYTES", 1000)
+    r = post(client, "/events/batch", [CALL] * 20, BATCH)
+    assert r.status_code == 413
