@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator
 
 import orjson
 from fastapi import Depends, HTTPException, Query, Request
@@ -11,6 +12,7 @@ from fastapi.responses import Response
 
 from closedloop.domain.facts import to_ms
 from closedloop.engine import Engine, Submitted
+from closedloop.storage import Storage
 
 import os
 
@@ -45,6 +47,19 @@ class JSON(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+@contextmanager
+def views_known_at(engine: Engine, at: int, known_at: datetime | None) -> Iterator[Storage]:
+    """The live views; or, for `known_at`, every view replayed from only what the engine had
+    recorded by then (an audit's "what did we know"), in a scratch database."""
+    if known_at is None:
+        yield engine.storage
+        return
+    from closedloop.replay import scratch_views
+
+    with scratch_views(engine.log, engine.policy, known_at=moment_ms(known_at, at), views=engine.views) as scratch:
+        yield scratch
 
 
 def moment_ms(moment: datetime | None, default: int) -> int:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 from datetime import datetime
 
@@ -14,12 +13,9 @@ from closedloop.access import redact
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
 from closedloop.domain.facts import iso
-from closedloop.engine import Engine
 from closedloop.projections.standing import case_standing
-from closedloop.replay import scratch_views
-from closedloop.storage import Storage
 
-from .common import AsOf, EngineDep, KnownAt, moment_ms
+from .common import AsOf, EngineDep, KnownAt, moment_ms, views_known_at
 
 router = APIRouter()
 
@@ -41,21 +37,11 @@ def get_case(engine: EngineDep, request: Request, case_id: Annotated[str, Path(m
     return found
 
 
-@contextmanager
-def _views(engine: Engine, at: int, known_at: datetime | None) -> Iterator[Storage]:
-    """The live views; or, for `known_at`, views replayed from only what was recorded by then."""
-    if known_at is None:
-        yield engine.storage
-        return
-    with scratch_views(engine.log, engine.policy, known_at=moment_ms(known_at, at)) as scratch:
-        yield scratch
-
-
 @router.get("/loop/summary", tags=["loop"])
 def loop_summary(engine: EngineDep, as_of: AsOf = None, known_at: KnownAt = None) -> Any:
     """How many cases there are, and how many are open and overdue (leaked) at each step."""
     at = moment_ms(as_of, engine.clock())
-    with _views(engine, at, known_at) as storage:
+    with views_known_at(engine, at, known_at) as storage:
         return leaks_view.summary(storage, at) | _known(known_at, at)
 
 
@@ -74,7 +60,7 @@ def loop_leaks(
     """Steps overdue at the moment asked about: which case, which step, due when, owned by whom."""
     flt = leaks_view.LeakFilter(stage, region, outlet_id, owner)
     at = moment_ms(as_of, engine.clock())
-    with _views(engine, at, known_at) as storage:
+    with views_known_at(engine, at, known_at) as storage:
         return leaks_view.leaks(storage, at, flt, limit, offset) | _known(known_at, at)
 
 
@@ -94,7 +80,7 @@ def get_controls(
     start = moment_ms(from_, end - 30 * 24 * 3_600_000)
     if start >= end:
         raise HTTPException(422, "from must be before to")
-    with _views(engine, at, known_at) as storage:
+    with views_known_at(engine, at, known_at) as storage:
         return controls_view.controls(storage, start, end, at, by) | _known(known_at, at)
 
 

@@ -9,31 +9,35 @@ it stood then, as it was known then. The tests check it agrees with the live vie
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from closedloop.domain.policy import LoopPolicy
 from closedloop.eventlog import EventLog
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
 from closedloop.projections.loop import LoopView
+from closedloop.projections.runner import View
 from closedloop.storage import SQLiteStorage, Storage
 
 
 @contextmanager
 def scratch_views(log: EventLog, policy: LoopPolicy, at: int | None = None, known_at: int | None = None,
-                  progress: Callable[[int], None] | None = None, batch: int = 20_000) -> Iterator[Storage]:
-    """A throw-away database holding the loop views built from the facts with time <= `at`
-    and recorded <= `known_at` (None: no bound)."""
+                  progress: Callable[[int], None] | None = None, batch: int = 20_000,
+                  views: Sequence[View] | None = None) -> Iterator[Storage]:
+    """A throw-away database holding views (default: the loop) built from the facts with
+    time <= `at` and recorded <= `known_at` (None: no bound)."""
     scratch = SQLiteStorage("sqlite://:memory:", ":memory:")
     try:
-        view = LoopView(policy)
-        scratch.create(view.create_statements())
+        chosen = list(views) if views is not None else [LoopView(policy)]
+        for view in chosen:
+            scratch.create(view.create_statements())
         for facts in log.follow(0, batch):
             kept = [f for f in facts
                     if (at is None or f.time_ms <= at) and (known_at is None or (f.recorded_ms or 0) <= known_at)]
             if kept:
                 with scratch.writing() as tx:
-                    view.apply(tx, kept)
+                    for view in chosen:
+                        view.apply(tx, kept)
             if progress:
                 progress(len(facts))
         yield scratch
