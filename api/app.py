@@ -16,10 +16,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
+from closedloop import chain
 from closedloop.access import RateLimiter
+from closedloop.domain.policy import parse_duration
 from closedloop.engine import Engine
 
-from . import events, loop, operations
+from . import audit, events, loop, operations
 from .common import JSON
 from .security import authenticate, require
 
@@ -31,6 +33,7 @@ ROUTERS = (
     (loop.router, "read"),
     (operations.router, "quarantine"),
     (operations.health_router, None),
+    (audit.router, "audit"),
 )
 
 
@@ -47,12 +50,18 @@ def create_app(engine: Engine, follow_interval: float | None = 1.0, auth: bool |
     `auth` (default: on unless CLOSEDLOOP_AUTH=off) makes every call show an API key;
     `rate_per_second` (default: CLOSEDLOOP_RATE_LIMIT) caps each producer key without its own rate."""
     stop = threading.Event()
+    checkpoint_every = parse_duration(os.environ.get("CLOSEDLOOP_CHECKPOINT_EVERY", "1h"))
+    last_checkpoint = [0]
 
     def follow() -> None:
         while not stop.wait(follow_interval or 1.0):
             try:
                 engine.catch_up()
                 engine.tick()
+                now = engine.clock()
+                if checkpoint_every and now - last_checkpoint[0] >= checkpoint_every:
+                    chain.take_checkpoint(engine.storage, now)
+                    last_checkpoint[0] = now
             except Exception:  # keep following: the next round retries
                 log.exception("catching up with the log failed")
 

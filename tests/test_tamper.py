@@ -107,3 +107,17 @@ def _row(engine: Engine, position: int) -> dict:
         row = tx.one(f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
                      f"WHERE {pos_col(engine)} = ?", [position])
     return {**dict(row), "state": bytes(row["state"])}
+
+
+def test_auditors_verify_and_take_checkpoints_through_the_api(sealed: Engine):
+    from conftest import client_for
+
+    auditor = client_for(sealed, "auditor")
+    taken = auditor.post("/audit/checkpoints")
+    assert taken.status_code == 201 and taken.json()["position"] == sealed.log.head()
+    assert auditor.get("/audit/verify").json()["ok"] is True
+    assert [c["position"] for c in auditor.get("/audit/checkpoints").json()] == [sealed.log.head()]
+    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = ? WHERE POS = 1", [b"{}"])
+    verdict = auditor.get("/audit/verify").json()
+    assert verdict["ok"] is False and verdict["position"] == 1
+    assert client_for(sealed, "analyst").get("/audit/verify").status_code == 403
