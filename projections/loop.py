@@ -22,12 +22,13 @@ from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, c
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-5"
+SCHEMA_VERSION = "loop-7"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
 CALLS = "loop_calls"
 FEEDBACK = "loop_feedback"
+COUNTS = "loop_counts"
 
 _ITEM_COLUMNS = (
     "item", "kind", "case_id", "call_id", "service", "started", "registered", "completed",
@@ -57,7 +58,7 @@ class LoopView:
         return f"{SCHEMA_VERSION}/{self.policy.fingerprint()}"
 
     def tables(self) -> list[str]:
-        return [ITEMS, SPANS, CALLS, FEEDBACK]
+        return [ITEMS, SPANS, CALLS, FEEDBACK, COUNTS]
 
     def create_statements(self) -> list[str]:
         return [
@@ -66,16 +67,25 @@ class LoopView:
             "outlet_id TEXT, technician_id TEXT, product_line TEXT, model TEXT, complained {bigint}, "
             "dissatisfied {bigint}, first_leak {bigint}, anomalies INTEGER NOT NULL, file TEXT)",
             f"CREATE INDEX {ITEMS}_call ON {ITEMS} (call_id)",
-            f"CREATE INDEX {ITEMS}_started ON {ITEMS} (started)",
+            # covering the controls' scan of a period, so it reads the index alone
+            f"CREATE INDEX {ITEMS}_started ON {ITEMS} (service, started, region, outlet_id, product_line, "
+            "complained, dissatisfied, first_leak)",
+            f"CREATE INDEX {ITEMS}_registered ON {ITEMS} (kind, registered)",
             f"CREATE TABLE {SPANS} (item TEXT NOT NULL, case_id TEXT, call_id TEXT, stage TEXT NOT NULL, "
             "opened {bigint} NOT NULL, closed {bigint}, due {bigint} NOT NULL, owner TEXT NOT NULL, "
             "outlet_id TEXT, region TEXT)",
-            f"CREATE INDEX {SPANS}_due ON {SPANS} (due, stage)",
+            # "now" asks about open steps: a small index of the spans still open, by due time,
+            # and one by closing time for the few closed after the moment asked about
+            f"CREATE INDEX {SPANS}_open ON {SPANS} (due, stage, opened) WHERE closed IS NULL",
+            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed)",
             f"CREATE INDEX {SPANS}_case ON {SPANS} (case_id)",
             f"CREATE INDEX {SPANS}_item ON {SPANS} (item)",
             f"CREATE TABLE {CALLS} (call_id TEXT PRIMARY KEY, time {{bigint}} NOT NULL, intent TEXT NOT NULL, "
             "owner TEXT, named_case TEXT, case_id TEXT)",
             f"CREATE TABLE {FEEDBACK} (feedback_id TEXT PRIMARY KEY, case_id TEXT, entries TEXT NOT NULL)",
+            # running totals, so that "how many cases" does not count a million rows
+            f"CREATE TABLE {COUNTS} (name TEXT PRIMARY KEY, n {{bigint}} NOT NULL)",
+            f"INSERT INTO {COUNTS} (name, n) VALUES ('registered_cases', 0)",
         ]
 
     # --- folding a batch -------------------------------------------------------------------
@@ -102,6 +112,7 @@ class _Batch:
         self.orphans_resolved: set[str] = set()
         # call id -> the case registered from it, for calls that arrive after their case
         self.waiting: dict[str, str] = {}
+        self.was_registered: set[str] = set()
 
     # --- loading, lazily and in bulk ---------------------------------------------------
     def prefetch(self, facts: Sequence[Fact]) -> None:
@@ -143,9 +154,11 @@ class _Batch:
     def _load_files(self, case_ids: set[str]) -> None:
         need = {c for c in case_ids if c not in self.files}
         for chunk, marks in self._chunks(need):
-            for row in self.tx.all(f"SELECT case_id, file FROM {ITEMS} WHERE item IN ({marks})",
+            for row in self.tx.all(f"SELECT case_id, file, registered FROM {ITEMS} WHERE item IN ({marks})",
                                    [f"case:{c}" for c in chunk]):
                 self.files[row["case_id"]] = CaseFile.from_json(orjson.loads(row["file"]))
+                if row["registered"] is not None:
+                    self.was_registered.add(row["case_id"])
         for c in need:
             self.files.setdefault(c, None)
 
@@ -277,13 +290,18 @@ class _Batch:
             spans.extend(_span_row(s, None, call_id, None) for s in own)
             stale_items.append(f"call:{call_id}")
         case_ids = sorted(self.dirty_cases)
+        newly_registered = 0
         for case_id in case_ids:
             file = self.files[case_id]
             assert file is not None
             a = assess(file, self.policy, steps=False)
+            if a.registered is not None and case_id not in self.was_registered:
+                newly_registered += 1
             items.append(_item_row(file, a))
             region = a.profile.get("region")
             spans.extend(_span_row(s, case_id, _call_of(s, file), region) for s in a.spans)
+        if newly_registered:
+            tx.execute(f"UPDATE {COUNTS} SET n = n + ? WHERE name = 'registered_cases'", [newly_registered])
         for chunk in _chunked(stale_items):
             marks = ",".join("?" * len(chunk))
             tx.execute(f"DELETE FROM {SPANS} WHERE item IN ({marks})", chunk)
