@@ -67,17 +67,9 @@ class LoopView:
             "outlet_id TEXT, technician_id TEXT, product_line TEXT, model TEXT, complained {bigint}, "
             "dissatisfied {bigint}, first_leak {bigint}, anomalies INTEGER NOT NULL, file TEXT)",
             f"CREATE INDEX {ITEMS}_call ON {ITEMS} (call_id)",
-            # covering the controls' scan of a period, so it reads the index alone
-            f"CREATE INDEX {ITEMS}_started ON {ITEMS} (service, started, region, outlet_id, product_line, "
-            "complained, dissatisfied, first_leak)",
-            f"CREATE INDEX {ITEMS}_registered ON {ITEMS} (kind, registered)",
             f"CREATE TABLE {SPANS} (item TEXT NOT NULL, case_id TEXT, call_id TEXT, stage TEXT NOT NULL, "
             "opened {bigint} NOT NULL, closed {bigint}, due {bigint} NOT NULL, owner TEXT NOT NULL, "
             "outlet_id TEXT, region TEXT)",
-            # "now" asks about open steps: a small index of the spans still open, by due time,
-            # and one by closing time for the few closed after the moment asked about
-            f"CREATE INDEX {SPANS}_open ON {SPANS} (due, stage, opened) WHERE closed IS NULL",
-            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed)",
             f"CREATE INDEX {SPANS}_case ON {SPANS} (case_id)",
             f"CREATE INDEX {SPANS}_item ON {SPANS} (item)",
             f"CREATE TABLE {CALLS} (call_id TEXT PRIMARY KEY, time {{bigint}} NOT NULL, intent TEXT NOT NULL, "
@@ -86,6 +78,19 @@ class LoopView:
             # running totals, so that "how many cases" does not count a million rows
             f"CREATE TABLE {COUNTS} (name TEXT PRIMARY KEY, n {{bigint}} NOT NULL)",
             f"INSERT INTO {COUNTS} (name, n) VALUES ('registered_cases', 0)",
+        ]
+
+    def index_statements(self) -> list[str]:
+        """Indexes that serve the questions, not the folding: a rebuild makes them last."""
+        return [
+            # covering the controls' scan of a period, so it reads the index alone
+            f"CREATE INDEX {ITEMS}_started ON {ITEMS} (service, started, region, outlet_id, product_line, "
+            "complained, dissatisfied, first_leak)",
+            f"CREATE INDEX {ITEMS}_registered ON {ITEMS} (kind, registered)",
+            # "now" asks about open steps: a small index of the spans still open, by due time,
+            # and one by closing time for the few closed after the moment asked about
+            f"CREATE INDEX {SPANS}_open ON {SPANS} (due, stage, opened) WHERE closed IS NULL",
+            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed)",
         ]
 
     # --- folding a batch -------------------------------------------------------------------

@@ -53,11 +53,14 @@ class Projector:
             # New, or built by other rules: start it again from the beginning of the log.
             self._reset(tx, view)
 
-    def _reset(self, tx: Tx, view: View) -> None:
+    def _reset(self, tx: Tx, view: View, defer_indexes: bool = False) -> None:
         for table in view.tables():
             tx.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in view.create_statements():
             tx.execute(self.storage.ddl(statement))
+        if not defer_indexes:
+            for statement in _index_statements(view):
+                tx.execute(self.storage.ddl(statement))
         tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
         tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, fingerprint) VALUES (?, 0, ?)",
                    [view.name, view.fingerprint()])
@@ -115,5 +118,16 @@ class Projector:
             self.storage.compact()
             with self.storage.writing() as tx:
                 for view in self.views:
-                    self._reset(tx, view)
-        return self.catch_up(progress)
+                    self._reset(tx, view, defer_indexes=True)
+        n = self.catch_up(progress)
+        # an index built once over all rows costs less than one kept up row by row
+        with self._lock, self.storage.writing() as tx:
+            for view in self.views:
+                for statement in _index_statements(view):
+                    tx.execute(self.storage.ddl(statement))
+        return n
+
+
+def _index_statements(view: View) -> list[str]:
+    """A view's indexes that serve questions rather than its own folding (optional)."""
+    return list(getattr(view, "index_statements", lambda: [])())
