@@ -461,12 +461,16 @@ MAX_DEPTH = 32
 
 def _too_deep(value: Any, limit: int) -> bool:
     """Deeper than any event needs: refused before it can exhaust the encoder's recursion."""
-    if limit < 0:
-        return True
-    if isinstance(value, dict):
-        return any(_too_deep(v, limit - 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_too_deep(v, limit - 1) for v in value)
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
     return False
 
 
@@ -478,7 +482,8 @@ def validate(obj: Any, *, index: int | None = None) -> Fact | Rejection:
     ident = obj.get("id") if isinstance(obj.get("id"), str) else None
     source = obj.get("source") if isinstance(obj.get("source"), str) else None
     kind = obj.get("type") if isinstance(obj.get("type"), str) else None
-    if _too_deep(obj.get("data"), MAX_DEPTH):
+    data = obj.get("data")
+    if (type(data) is dict or type(data) is list) and _too_deep(data, MAX_DEPTH):
         return Rejection([{"field": "data", "message": f"nested deeper than {MAX_DEPTH} levels"}],
                          ident, source, kind, index, raw=_shallow(obj))
     try:
