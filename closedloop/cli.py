@@ -45,14 +45,13 @@ def _print(obj: Any) -> None:
 
 
 # --- serve ---------------------------------------------------------------------------------
-def _serve(engine, host: str, port: int, ready: threading.Event | None = None):
+def _serve(engine, host: str, port: int):
     import uvicorn
 
     from closedloop.api.app import create_app
 
     config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    return server
+    return uvicorn.Server(config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
