@@ -2,7 +2,7 @@
 // the hash route. Each page is one module in pages/ (listed in pages/index.js).
 
 import { availableRoutes, get, setKey, state } from "./lib/api.js";
-import { clear, currentRoute, errorBox, fromLocalInput, go, h, link, toLocalInput, zoneName } from "./lib/dom.js";
+import { clear, currentRoute, errorBox, fmtTime, fromLocalInput, go, h, link, toLocalInput, zoneName } from "./lib/dom.js";
 import { PAGES } from "./pages/index.js";
 
 const $ = (id) => document.getElementById(id);
@@ -65,11 +65,11 @@ function syncMoment(route) {
 function momentNote(page) {
   const note = $("moment-note");
   const parts = [];
-  if (state.asOf) parts.push(`The world as it stood at ${new Date(state.asOf).toLocaleString()}`);
+  if (state.asOf) parts.push(`The world as it stood at ${fmtTime(state.asOf)}`);
   if (state.knownAt) {
     parts.push(page.knownAt === false
       ? "known at is not answered by this page's API and is ignored here"
-      : `as known by the engine at ${new Date(state.knownAt).toLocaleString()}`);
+      : `as known by the engine at ${fmtTime(state.knownAt)}`);
   }
   note.hidden = parts.length === 0;
   note.textContent = parts.length ? parts.join(", ") + "." : "";
@@ -93,7 +93,9 @@ async function render() {
     return;
   }
   document.title = `${page.title || page.id} — closedloop`;
-  clear(main, h("p", { class: "muted loading" }, "Loading…"));
+  // a page refreshing itself keeps showing its last content until the new one is ready
+  if (main.dataset.page !== page.id) clear(main, h("p", { class: "muted loading" }, "Loading…"));
+  main.dataset.page = page.id;
   try {
     const content = h("div", { class: "page", dataset: { page: page.id } });
     await page.render(content, route, { stillWanted: () => mine === rendering });

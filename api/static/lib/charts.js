@@ -144,8 +144,9 @@ export function rateLines({ periods, series, target, unit = "PPM", title, width 
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart lines", role: "img",
     "aria-label": title || unit });
   if (title) svg.append(s("text", { x: 0, y: 16, class: "chart-title" }, title));
+  // 0, then every decade from 10 (1 would sit on top of 0)
   const ticks = [0];
-  for (let d = 0; d <= decades; d++) ticks.push(10 ** d);
+  for (let d = 1; d <= decades; d++) ticks.push(10 ** d);
   for (const t of ticks) {
     if (t > 10 ** decades) continue;
     svg.append(s("line", { x1: left, x2: left + plotW, y1: y(t), y2: y(t), class: "grid" }));

@@ -22,6 +22,12 @@ function append(el, children) {
   }
 }
 
+// append children, skipping null, undefined and false (parts a page leaves out)
+export function add(el, ...children) {
+  append(el, children);
+  return el;
+}
+
 export function clear(el, ...children) {
   el.replaceChildren();
   append(el, children);
