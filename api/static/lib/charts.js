@@ -36,6 +36,12 @@ function linearTicks(max) {
   return { ticks: out, top };
 }
 
+// a label cut to the room it has (about 6.6 px a character at 12 px); the whole of it is in the tooltip
+function fit(label, room) {
+  const chars = Math.max(4, Math.floor(room / 6.6));
+  return label.length > chars ? label.slice(0, chars - 1) + "…" : label;
+}
+
 function wrapLink(href, el, label) {
   if (!href) return el;
   const a = s("a", { href, "aria-label": label });
@@ -71,7 +77,7 @@ export function hbars({ items, unit, title, width = 680, labelWidth = 170, empty
     const g = s("g", { class: `bar ${item.tone || ""}`, dataset: { testid: "bar", label: item.label, value: item.value } },
       s("title", {}, `${item.label}: ${fmt(item.value)} ${unit}${item.detail ? " — " + item.detail : ""}`),
       s("rect", { x: 0, y, width, height: row, class: "hit" }),
-      s("text", { x: labelWidth - 8, y: y + 17, "text-anchor": "end", class: "label" }, item.label),
+      s("text", { x: labelWidth - 8, y: y + 17, "text-anchor": "end", class: "label" }, fit(item.label, labelWidth - 12)),
       s("rect", { x: labelWidth, y: y + 4, width: Math.max(x(item.value) - labelWidth, item.value ? 2 : 0), height: row - 8,
         class: "fill" }),
       s("text", { x: x(item.value) + 6, y: y + 17, class: "value" }, fmt(item.value)));
@@ -83,7 +89,7 @@ export function hbars({ items, unit, title, width = 680, labelWidth = 170, empty
 // Vertical bars, largest first, with an optional cumulative-share line (a Pareto chart).
 // items: [{label, value, href?, cumulative? (0..1)}]
 export function pareto({ items, unit, title, width = 680, height = 300, cumulative = true }) {
-  const left = 56, right = cumulative ? 48 : 12, top = title ? 30 : 10, bottom = 74;
+  const left = 56, right = cumulative ? 62 : 12, top = title ? 30 : 10, bottom = 74;
   const plotW = width - left - right, plotH = height - top - bottom;
   const max = Math.max(0, ...items.map((i) => i.value || 0));
   const { ticks, top: axisTop } = linearTicks(max);
@@ -109,7 +115,7 @@ export function pareto({ items, unit, title, width = 680, height = 300, cumulati
       s("rect", { x: x0 + (band - w) / 2, y: y(item.value), width: w, height: top + plotH - y(item.value), class: "fill" }),
       s("text", { x: x0 + band / 2, y: y(item.value) - 4, class: "value", "text-anchor": "middle" }, fmt(item.value)),
       s("text", { x: x0 + band / 2, y: top + plotH + 12, class: "label", "text-anchor": "end",
-        transform: `rotate(-35 ${x0 + band / 2} ${top + plotH + 12})` }, item.label));
+        transform: `rotate(-35 ${x0 + band / 2} ${top + plotH + 12})` }, fit(item.label, 90)));
     svg.append(wrapLink(item.href, g, `${item.label}: ${fmt(item.value)} ${unit}`));
   });
   svg.append(s("line", { x1: left, x2: left + plotW, y1: top + plotH, y2: top + plotH, class: "axis" }));
@@ -123,8 +129,8 @@ export function pareto({ items, unit, title, width = 680, height = 300, cumulati
       svg.append(s("text", { x: left + plotW + 6, y: cy(share) + 4, class: "tick" }, `${share * 100}%`));
     }
     svg.append(s("line", { x1: left, x2: left + plotW, y1: cy(0.8), y2: cy(0.8), class: "eighty" }));
-    svg.append(s("text", { x: width - 4, y: top + plotH / 2, class: "axis-label", "text-anchor": "middle",
-      transform: `rotate(90 ${width - 4} ${top + plotH / 2})` }, "cumulative share"));
+    svg.append(s("text", { x: width - 18, y: top + plotH / 2, class: "axis-label", "text-anchor": "middle",
+      transform: `rotate(90 ${width - 18} ${top + plotH / 2})` }, "cumulative share"));
   }
   return svg;
 }
