@@ -37,6 +37,7 @@ test: setup browser
 
 bench: setup
 	$(PY) bench/ingest.py
+	$(PY) bench/observe.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
