@@ -3,7 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup demo serve test bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup browser demo serve test bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,11 +21,23 @@ demo: setup
 serve: setup
 	$(VENV)/bin/closedloop serve
 
-test: setup
+# The dashboard's browser tests drive Debian's chromium (never a downloaded browser build).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the dashboard's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "no $(CHROMIUM): install Debian's chromium (sudo apt-get install chromium) to run the browser tests"; \
+	  fi; \
+	fi
+
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/ingest.py
+	$(PY) bench/observe.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

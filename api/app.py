@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from closedloop import chain
 from closedloop.access import RateLimiter
@@ -22,6 +22,7 @@ from closedloop.domain.policy import parse_duration
 from closedloop.engine import Engine
 
 from . import audit, events, loop, operations
+from . import dashboard, observe
 from .common import JSON
 from .security import authenticate, require
 
@@ -111,10 +112,8 @@ def create_app(engine: Engine, follow_interval: float | None = 1.0, auth: bool |
     for router, permission in ROUTERS:
         app.include_router(router, dependencies=[Depends(require(permission))] if permission else [])
 
-    async def root(request: Request) -> Response:
-        return RedirectResponse("/docs")
-
-    app.add_route("/", root, include_in_schema=False)
+    observe.install(app, engine)
+    dashboard.install(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -50,16 +50,22 @@ def _serve(engine, host: str, port: int):
 
     from closedloop.api.app import create_app
 
-    config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's lines go through the handler `closedloop.logs` configured
+    config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning", access_log=False,
+                            log_config=None)
     return uvicorn.Server(config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from closedloop import logs
+
+    logs.configure(args.log_format, args.log_level)
     engine = _engine(args)
     caught = engine.catch_up()
     print(f"closedloop: {engine.storage.describe()} — log head {engine.log.head()}, "
           f"{caught} event(s) brought into the views", file=sys.stderr)
-    print(f"closedloop: serving on http://{args.host}:{args.port} (API docs at /docs)", file=sys.stderr)
+    print(f"closedloop: serving on http://{args.host}:{args.port} (the dashboard at /, API docs at /docs, "
+          "metrics at /metrics)", file=sys.stderr)
     if os.environ.get("CLOSEDLOOP_AUTH", "on").lower() != "off" and engine.keys.count() == 0:
         print("closedloop: no API keys exist yet, so every call will be refused: make one with\n"
               "  closedloop keys add NAME --role analyst   (roles: producer, operator, analyst, auditor, admin)",
@@ -106,6 +112,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if url.startswith("sqlite:///") and not args.database:
         for suffix in ("", "-wal", "-shm"):
             Path(f"data/demo.db{suffix}").unlink(missing_ok=True)
+    from closedloop import logs
+
+    logs.configure(os.environ.get("CLOSEDLOOP_LOG_FORMAT", "text"), os.environ.get("CLOSEDLOOP_LOG_LEVEL", "WARNING"))
     engine = Engine.open(url)
     keys = {}
     for name, role, sources in DEMO_KEYS:
@@ -162,6 +171,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         thread.join(timeout=10)
         engine.close()
         return 0
+    print(f"\nThe dashboard: {base}/#key={keys['analyst']}\n(the link logs the page in with the analyst key; "
+          "the part after # never reaches the server)", file=sys.stderr)
     print(f"\nThe API is up at {base} — open {base}/docs, press Authorize and paste the analyst key; or\n"
           f"  curl -H 'Authorization: Bearer {keys['analyst']}' {base}/loop/summary\n"
           "Ctrl-C stops it.", file=sys.stderr)
@@ -358,8 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--regions", type=int, default=8)
         p.add_argument("--seed", type=int, default=7)
 
-    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API")
+    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API, the dashboard and the metrics")
     net(p)
+    p.add_argument("--log-format", choices=["json", "text"], default=None,
+                   help="log lines as JSON objects (default; $CLOSEDLOOP_LOG_FORMAT) or text")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO (default; $CLOSEDLOOP_LOG_LEVEL), WARNING, ERROR")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", parents=[common], help="generate a realistic workload, ingest it over HTTP, report, serve")

@@ -15,6 +15,7 @@ from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
 from closedloop.eventlog import Appended, EventLog, now_ms
+from closedloop.logs import log_submission
 from closedloop.projections.loop import LoopView
 from closedloop.process import Reactions, Reactor
 from closedloop.projections.runner import Projector, View
@@ -59,6 +60,9 @@ class Engine:
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
+        # told of every submission (channel, what the append did, the outcome with what was
+        # rejected and quarantined): the structured log, the metrics of each API process
+        self.watchers: list[Callable[[str, Appended, Submitted], None]] = [log_submission]
         self._submit_lock = threading.Lock()
 
     @classmethod
@@ -95,6 +99,8 @@ class Engine:
                 ))
         out.rejected = rejected
         out.quarantined = self.quarantine.keep(rejected, channel)
+        for watch in self.watchers:
+            watch(channel, appended, out)
         if self.project_on_submit and out.accepted:
             self.projector.catch_up(fresh=appended.stored)
             if self.reactors and self.reactions.run(fresh=appended.stored):
