@@ -90,3 +90,6 @@ def registration(call_id: str, region: str = "R01", address: str | None = "1 Hai
 @pytest.fixture
 def ev() -> Callable[..., dict[str, Any]]:
     return event
+
+
+from kafka_broker import kafka_bootstrap  # noqa: E402,F401 - the session's Kafka broker fixture
