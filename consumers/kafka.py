@@ -69,6 +69,11 @@ def client_options() -> dict[str, Any]:
     return options
 
 
+def no_brokers(bootstrap: Sequence[str], exc: Exception) -> ConfigurationError:
+    return ConfigurationError(f"no Kafka broker answered at {','.join(bootstrap)} ({type(exc).__name__}): "
+                              f"is it running, and is {BOOTSTRAP_ENV} right?")
+
+
 def topic_partitions(value: str, default: int = 3) -> int:
     try:
         n = int(value) if value else default
@@ -82,8 +87,13 @@ def topic_partitions(value: str, default: int = 3) -> int:
 def ensure_topics(bootstrap: Sequence[str], topics: Iterable[str], partitions: int = 3) -> None:
     """Create the topics that do not exist yet (brokers often refuse to auto-create them)."""
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaTimeoutError as NoBrokersAvailable
 
-    admin = KafkaAdminClient(bootstrap_servers=list(bootstrap), client_id="closedloop-admin", **client_options())
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=list(bootstrap), client_id="closedloop-admin",
+                                 **client_options())
+    except NoBrokersAvailable as exc:
+        raise no_brokers(bootstrap, exc) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]

@@ -107,17 +107,21 @@ class KafkaIngest:
         self._assigned: list[Any] = []
         create_offsets_table(engine.storage)
         from kafka import KafkaConsumer, KafkaProducer
+        from kafka.errors import KafkaTimeoutError as NoBrokersAvailable
 
         options = binding.client_options()
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, client_id=f"closedloop-consume-{self.member_name}",
-            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=batch_size, max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024, **options,
-        )
-        self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                      client_id=f"closedloop-dlq-{self.member_name}", **options) \
-            if dlq_topic else None
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap, client_id=f"closedloop-consume-{self.member_name}",
+                group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                max_poll_records=batch_size, max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024, **options,
+            )
+            self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+                                          client_id=f"closedloop-dlq-{self.member_name}", **options) \
+                if dlq_topic else None
+        except NoBrokersAvailable as exc:
+            raise binding.no_brokers(self.bootstrap, exc) from None
 
     # --- assignment --------------------------------------------------------------------------
     def assign(self, wait: float = 0.0) -> list[Any]:
@@ -349,6 +353,7 @@ def _broker_ends(bootstrap: Sequence[str], topics: Sequence[str], timeout: float
 
     consumer = KafkaConsumer(bootstrap_servers=list(bootstrap), group_id=None, enable_auto_commit=False,
                              client_id="closedloop-lag", request_timeout_ms=int(timeout * 1000) + 1000,
+                             bootstrap_timeout_ms=int(timeout * 1000),
                              **binding.client_options())
     try:
         tps = []
