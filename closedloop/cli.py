@@ -321,6 +321,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     print(f"closedloop consume: {engine.storage.describe()} <- {','.join(bootstrap)} topics {','.join(topics)}, "
           f"member {args.member}", file=sys.stderr)
+    started = time.perf_counter()
     try:
         totals = ingest.run(stop, until_idle=args.until_idle, progress=progress)
     except KeyboardInterrupt:
@@ -329,9 +330,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
         bar.close()
         ingest.close()
         engine.close()
+    took = time.perf_counter() - started
     print(f"{totals.messages} message(s) read: {totals.accepted} recorded, {totals.duplicates} already recorded, "
-          f"{totals.quarantined} quarantined" + (f" and sent to {args.dlq_topic}" if not args.no_dlq else ""),
-          file=sys.stderr)
+          f"{totals.quarantined} quarantined" + (f" and sent to {args.dlq_topic}" if not args.no_dlq else "")
+          + f"; {took:.1f} s ({totals.messages / max(took, 1e-9):,.0f} messages/s)", file=sys.stderr)
     return 0
 
 
@@ -436,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="k/n: this process takes the partitions p with p %% n == k-1 (default 1/1: all)")
     p.add_argument("--dlq-topic", default="closedloop.events.dlq", help="where poison messages go")
     p.add_argument("--no-dlq", action="store_true", help="quarantine poison messages only")
-    p.add_argument("--batch", type=int, default=5000, help="messages per transaction at most")
+    p.add_argument("--batch", type=int, default=10_000, help="messages per transaction at most")
     p.add_argument("--until-idle", action="store_true", help="stop once every partition is read to its end")
     p.add_argument("--status", action="store_true", help="print each partition's position and lag, and exit")
     p.set_defaults(func=cmd_consume)
