@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup browser demo serve test bench clean
+.PHONY: setup browser demo serve test bench bench-kafka clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ test: setup browser
 bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/observe.py
+
+bench-kafka: setup
+	$(PY) bench/kafka.py --profile
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -21,8 +21,7 @@ from closedloop.access import RateLimiter
 from closedloop.domain.policy import parse_duration
 from closedloop.engine import Engine
 
-from . import audit, events, loop, operations
-from . import dashboard, observe
+from . import audit, dashboard, events, kafka, loop, observe, operations
 from .common import JSON
 from .security import authenticate, require
 
@@ -35,6 +34,7 @@ ROUTERS = (
     (operations.router, "quarantine"),
     (operations.health_router, None),
     (audit.router, "audit"),
+    (kafka.router, "operate"),
 )
 
 

@@ -71,11 +71,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "  closedloop keys add NAME --role analyst   (roles: producer, operator, analyst, auditor, admin)",
               file=sys.stderr)
     server = _serve(engine, args.host, args.port)
+    stop = threading.Event()
+    publishing = _start_publisher(engine, args, stop)
     try:
         server.run()
     finally:
+        stop.set()
+        if publishing:
+            publishing.join(timeout=15)
         engine.close()
     return 0
+
+
+def _start_publisher(engine, args: argparse.Namespace, stop: threading.Event):
+    """With CLOSEDLOOP_KAFKA_BOOTSTRAP set, serve publishes feedback and alerts too."""
+    from closedloop.consumers import kafka as binding
+
+    if getattr(args, "no_publish", False) or not os.environ.get(binding.BOOTSTRAP_ENV):
+        return None
+    from closedloop.consumers.kafka_publisher import start_in_thread
+
+    bootstrap = binding.bootstrap_servers()
+    print(f"closedloop: publishing feedback and loop alerts to Kafka at {','.join(bootstrap)}", file=sys.stderr)
+    return start_in_thread(engine, bootstrap, stop)
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -350,6 +368,110 @@ def cmd_keys(args: argparse.Namespace) -> int:
         engine.close()
 
 
+# --- kafka: consume, publish, lag ----------------------------------------------------------
+def _consume_status(args: argparse.Namespace) -> int:
+    from closedloop.consumers import kafka as binding
+    from closedloop.consumers.kafka_consumer import lag_report
+    from closedloop.consumers.kafka_publisher import publisher_status
+
+    bootstrap = binding.bootstrap_servers(args.bootstrap) if (args.bootstrap or
+                                                              os.environ.get(binding.BOOTSTRAP_ENV)) else None
+    engine = _engine(args)
+    try:
+        report = lag_report(engine.storage, bootstrap, args.topic or None)
+        report["publisher"] = publisher_status(engine)
+        _print(report)
+        return 0 if "error" not in report else 1
+    finally:
+        engine.close()
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    import signal
+
+    from closedloop.consumers import kafka as binding
+    from closedloop.consumers.kafka_consumer import KafkaIngest, parse_member
+
+    if args.status:
+        return _consume_status(args)
+    bootstrap = binding.bootstrap_servers(args.bootstrap)
+    try:
+        member = parse_member(args.member)
+    except ValueError as exc:
+        raise SystemExit(f"closedloop consume: {exc}") from None
+    topics = args.topic or [binding.DEFAULT_TOPIC]
+    engine = _engine(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ingest = KafkaIngest(engine, bootstrap, topics, member=member,
+                         dlq_topic=None if args.no_dlq else args.dlq_topic, batch_size=args.batch)
+    bar = _progress(None, f"consume {','.join(topics)} [{args.member}]")
+    shown = [0.0]
+
+    def progress(n: int, totals) -> None:
+        bar.update(n)
+        if time.monotonic() - shown[0] > 1:
+            shown[0] = time.monotonic()
+            lag = ingest.lag()
+            bar.set_postfix(lag=sum(lag.values()), quarantined=totals.quarantined, refresh=False)
+
+    print(f"closedloop consume: {engine.storage.describe()} <- {','.join(bootstrap)} topics {','.join(topics)}, "
+          f"member {args.member}", file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        totals = ingest.run(stop, until_idle=args.until_idle, progress=progress)
+    except KeyboardInterrupt:
+        totals = ingest.totals
+    finally:
+        bar.close()
+        ingest.close()
+        engine.close()
+    took = time.perf_counter() - started
+    print(f"{totals.messages} message(s) read: {totals.accepted} recorded, {totals.duplicates} already recorded, "
+          f"{totals.quarantined} quarantined" + (f" and sent to {args.dlq_topic}" if not args.no_dlq else "")
+          + f"; {took:.1f} s ({totals.messages / max(took, 1e-9):,.0f} messages/s)", file=sys.stderr)
+    return 0
+
+
+def cmd_kafka_lag(args: argparse.Namespace) -> int:
+    return _consume_status(args)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import signal
+
+    from closedloop.consumers import kafka as binding
+    from closedloop.consumers.kafka_publisher import KafkaPublisher
+
+    bootstrap = binding.bootstrap_servers(args.bootstrap)
+    engine = _engine(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        publisher = KafkaPublisher(engine, bootstrap, mode=args.mode,
+                                   partitions=binding.topic_partitions(args.partitions))
+        if args.from_now and publisher.start_at_head():
+            print("closedloop publish: first start, history skipped: publishing from the log's head",
+                  file=sys.stderr)
+        bar = _progress(None, "publish")
+        print(f"closedloop publish: {engine.storage.describe()} -> {','.join(bootstrap)} "
+              f"({', '.join(publisher.topics.all())})", file=sys.stderr)
+        try:
+            totals = publisher.run(stop, tick=not args.no_tick, until_idle=args.until_idle,
+                                   progress=lambda n, _t: bar.update(n))
+        except KeyboardInterrupt:
+            totals = publisher.totals
+        finally:
+            bar.close()
+            publisher.close()
+        print(f"{totals.messages} message(s) published: "
+              + (", ".join(f"{n} to {t}" for t, n in sorted(totals.by_topic.items())) or "nothing new"),
+              file=sys.stderr)
+        return 0
+    finally:
+        engine.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="closedloop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -374,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["json", "text"], default=None,
                    help="log lines as JSON objects (default; $CLOSEDLOOP_LOG_FORMAT) or text")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default; $CLOSEDLOOP_LOG_LEVEL), WARNING, ERROR")
+    p.add_argument("--no-publish", action="store_true",
+                   help="do not run the Kafka publisher even when CLOSEDLOOP_KAFKA_BOOTSTRAP is set")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", parents=[common], help="generate a realistic workload, ingest it over HTTP, report, serve")
@@ -417,6 +541,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="the log's head, the views' lag, the loop now")
     p.set_defaults(func=cmd_status)
+
+    kafka = argparse.ArgumentParser(add_help=False)
+    kafka.add_argument("--bootstrap", default=None,
+                       help="Kafka brokers host:port[,host:port] (default: $CLOSEDLOOP_KAFKA_BOOTSTRAP)")
+
+    p = sub.add_parser("consume", parents=[common, kafka],
+                       help="append contract events from Kafka topics (exactly once in effect)")
+    p.add_argument("--topic", action="append", default=None,
+                   help="a topic to read (repeatable; default closedloop.events)")
+    p.add_argument("--member", default="1/1",
+                   help="k/n: this process takes the partitions p with p %% n == k-1 (default 1/1: all)")
+    p.add_argument("--dlq-topic", default="closedloop.events.dlq", help="where poison messages go")
+    p.add_argument("--no-dlq", action="store_true", help="quarantine poison messages only")
+    p.add_argument("--batch", type=int, default=10_000, help="messages per transaction at most")
+    p.add_argument("--until-idle", action="store_true", help="stop once every partition is read to its end")
+    p.add_argument("--status", action="store_true", help="print each partition's position and lag, and exit")
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("kafka-lag", parents=[common, kafka],
+                       help="each partition's stored position and lag, and the publisher's position")
+    p.add_argument("--topic", action="append", default=None)
+    p.set_defaults(func=cmd_kafka_lag)
+
+    p = sub.add_parser("publish", parents=[common, kafka],
+                       help="publish feedback to department topics and loop alerts to the alerts topic")
+    p.add_argument("--mode", choices=["structured", "binary"], default="structured",
+                   help="CloudEvents content mode of the messages")
+    p.add_argument("--partitions", default=os.environ.get("CLOSEDLOOP_KAFKA_PARTITIONS", "3"),
+                   help="partitions of topics the publisher creates")
+    p.add_argument("--from-now", action="store_true",
+                   help="on the first start, skip what the log already holds")
+    p.add_argument("--no-tick", action="store_true",
+                   help="do not decide leak alerts here (another process, e.g. serve, does)")
+    p.add_argument("--until-idle", action="store_true", help="stop once the log is published to its head")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 

@@ -341,6 +341,18 @@ class TechnicianPromoted(Data):
     exam_passed_at: Time
 
 
+class LoopLeaked(Data):
+    """The engine's alert: a step of the loop passed its due time while still open."""
+
+    stage: Literal["recorded", "handled", "reviewed", "fed_back"]
+    due: Time
+    owner: Id
+    case_id: Id | None = None
+    call_id: Id | None = None
+    outlet_id: Id | None = None
+    region: Id | None = None
+
+
 DATA_MODELS: dict[str, type[Data]] = {
     "outlet.registered": OutletRegistered,
     "technician.registered": TechnicianRegistered,
@@ -373,6 +385,7 @@ DATA_MODELS: dict[str, type[Data]] = {
     "feedback.routed": FeedbackRouted,
     "feedback.acknowledged": FeedbackAcknowledged,
     "feedback.closed": FeedbackClosed,
+    "loop.leaked": LoopLeaked,
 }
 assert set(DATA_MODELS) == FACT_TYPES, set(DATA_MODELS) ^ FACT_TYPES
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from closedloop.access import KeyStore
+from closedloop import leak_alerts
 from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
@@ -58,6 +59,8 @@ class Engine:
         self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
+        if reactors is None and leak_alerts.enabled():
+            self.reactors.append(leak_alerts.LeakAlerts(self.policy))
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         # told of every submission (channel, what the append did, the outcome with what was

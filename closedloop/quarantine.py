@@ -13,7 +13,7 @@ import orjson
 from closedloop.contract import Rejection
 from closedloop.domain.facts import iso
 from closedloop.eventlog import now_ms
-from closedloop.storage import Storage
+from closedloop.storage import Storage, Tx
 
 TABLE = "closedloop_quarantine"
 
@@ -31,17 +31,22 @@ class Quarantine:
     def keep(self, rejections: list[Rejection], channel: str) -> list[int]:
         if not rejections:
             return []
+        with self.storage.writing() as tx:
+            return self.keep_in(tx, rejections, [channel] * len(rejections))
+
+    def keep_in(self, tx: Tx, rejections: list[Rejection], channels: list[str]) -> list[int]:
+        """Keep rejections inside the caller's transaction: a Kafka consumer quarantines a
+        poison message in the same commit as the offset that moves past it."""
         received = now_ms()
         ids = []
-        with self.storage.writing() as tx:
-            for r in rejections:
-                body = _as_text(r.raw)
-                row = tx.one(
-                    f"INSERT INTO {TABLE} (received, channel, source, event_id, type, errors, body, status) "
-                    "VALUES (?,?,?,?,?,?,?, 'open') RETURNING qid",
-                    [received, channel, r.source, r.id, r.type, orjson.dumps(r.errors).decode(), body],
-                )
-                ids.append(row["qid"])
+        for r, channel in zip(rejections, channels, strict=True):
+            body = _as_text(r.raw)
+            row = tx.one(
+                f"INSERT INTO {TABLE} (received, channel, source, event_id, type, errors, body, status) "
+                "VALUES (?,?,?,?,?,?,?, 'open') RETURNING qid",
+                [received, channel, r.source, r.id, r.type, orjson.dumps(r.errors).decode(), body],
+            )
+            ids.append(row["qid"])
         return ids
 
     def list(self, status: str | None = "open", limit: int = 100, offset: int = 0) -> dict[str, Any]:

@@ -45,6 +45,8 @@ STREAM_KIND: dict[str, str] = {
     "feedback.routed": "feedback",
     "feedback.acknowledged": "feedback",
     "feedback.closed": "feedback",
+    # the engine's alerts, in a stream per case (or per call never recorded as a case)
+    "loop.leaked": "alert",
 }
 
 FACT_TYPES = frozenset(STREAM_KIND)

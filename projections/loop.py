@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from closedloop.domain.facts import Fact
+from closedloop.domain.facts import STREAM_KIND, Fact
 from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, call_spans, lite
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
@@ -95,6 +95,8 @@ class LoopView:
 
     # --- folding a batch -------------------------------------------------------------------
     def apply(self, tx: Tx, facts: Sequence[Fact]) -> None:
+        # the engine's alerts (loop.leaked) are about the loop, not steps of it
+        facts = [f for f in facts if STREAM_KIND.get(f.type) != "alert"]
         batch = _Batch(tx, self.policy)
         batch.prefetch(facts)
         for fact in facts:

@@ -101,3 +101,6 @@ def client_for(engine: Engine, role: str = "admin", sources: tuple[str, ...] = (
     secret = engine.keys.add(f"{role}-{next(_ids)}", role, list(sources) if role == "producer" else None)
     app = create_app(engine, follow_interval=None, auth=True, **app_options)
     return TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+
+
+from kafka_broker import kafka_bootstrap  # noqa: E402,F401 - the session's Kafka broker fixture

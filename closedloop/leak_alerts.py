@@ -1,0 +1,129 @@
+"""Leaks as they occur: the engine says `loop.leaked` when a step of the loop passes its due
+time while still open, once per item, step and due time.
+
+The loop view (`loop_spans`) says which steps are open and when each is due, but it is
+rewritten case by case and spans millions of closed steps; asking it every second which
+steps have just become overdue would not scale. So the reactor keeps its own small table,
+`leak_watch`: the steps that are open now, refreshed for each case its facts touch (the
+view is current up to those facts when reactors run). Time passing (`due(now)`) then only
+looks at that table. A step that arrives already overdue (a backfill, a late outlet sync)
+is alerted at the next look, not lost; a step closed before its due time never is.
+
+The alert's time is the due time (when, in the world, the step leaked); its id is derived
+from item, step and due time, so deciding it twice records it once, even after the
+reactor's state is rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from closedloop.domain.facts import Fact, iso
+from closedloop.domain.policy import LoopPolicy
+from closedloop.process import engine_fact
+from closedloop.projections.loop import FEEDBACK, SPANS
+from closedloop.storage import Tx
+
+WATCH = "leak_watch"
+VERSION = "leak-alerts-1"
+_REFERENCE = ("outlet.registered", "technician.registered", "technician.praised", "technician.promoted",
+              "stock.received")
+
+
+def enabled(env: dict[str, str] | None = None) -> bool:
+    """On unless CLOSEDLOOP_LEAK_ALERTS is 0/false/off."""
+    value = (env if env is not None else os.environ).get("CLOSEDLOOP_LEAK_ALERTS", "1").strip().lower()
+    return value not in ("0", "false", "off", "no")
+
+
+class LeakAlerts:
+    name = "leak-alerts"
+
+    def __init__(self, policy: LoopPolicy) -> None:
+        self.policy = policy
+
+    def fingerprint(self) -> str:
+        # new deadlines rebuild the view's spans, so the watch is rebuilt with them
+        return f"{VERSION}/{self.policy.fingerprint()}"
+
+    def tables(self) -> list[str]:
+        return [WATCH]
+
+    def create_statements(self) -> list[str]:
+        return [
+            f"CREATE TABLE {WATCH} (item TEXT NOT NULL, stage TEXT NOT NULL, due {{bigint}} NOT NULL, "
+            "owner TEXT NOT NULL, case_id TEXT, call_id TEXT, outlet_id TEXT, region TEXT, "
+            "alerted INTEGER NOT NULL, PRIMARY KEY (item, stage, due))",
+            f"CREATE INDEX {WATCH}_pending ON {WATCH} (alerted, due)",
+        ]
+
+    # --- following the log: which steps are open --------------------------------------------
+    def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
+        cases: set[str] = set()
+        calls: set[str] = set()
+        feedback: set[str] = set()
+        for f in facts:
+            kind = f.type
+            if kind in _REFERENCE or kind == "loop.leaked":
+                continue
+            if kind == "call.received":
+                calls.add(f.subject)
+                if f.data.get("case_id"):
+                    cases.add(f.data["case_id"])
+            elif kind.startswith("feedback."):
+                feedback.add(f.subject)
+                if kind == "feedback.routed":
+                    cases.add(f.data["case_id"])
+            else:
+                cases.add(f.subject)
+                if kind == "case.registered":
+                    calls.add(f.data["call_id"])
+        for chunk in _chunks(sorted(feedback)):
+            rows = tx.all(f"SELECT case_id FROM {FEEDBACK} WHERE feedback_id IN ({_marks(chunk)}) "
+                          "AND case_id IS NOT NULL", chunk)
+            cases.update(r["case_id"] for r in rows)
+        items = [f"case:{c}" for c in sorted(cases)] + [f"call:{c}" for c in sorted(calls)]
+        for chunk in _chunks(items):
+            self._refresh(tx, chunk)
+        return []  # what is open decides nothing yet; the passing of its due time does
+
+    def _refresh(self, tx: Tx, items: list[str]) -> None:
+        marks = _marks(items)
+        alerted = {(r["item"], r["stage"], r["due"]) for r in tx.all(
+            f"SELECT item, stage, due FROM {WATCH} WHERE item IN ({marks}) AND alerted = 1", items)}
+        open_now = tx.all(
+            f"SELECT item, stage, due, owner, case_id, call_id, outlet_id, region FROM {SPANS} "
+            f"WHERE item IN ({marks}) AND closed IS NULL", items)
+        tx.execute(f"DELETE FROM {WATCH} WHERE item IN ({marks})", items)
+        tx.executemany(
+            f"INSERT INTO {WATCH} (item, stage, due, owner, case_id, call_id, outlet_id, region, alerted) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (item, stage, due) DO NOTHING",
+            [(r["item"], r["stage"], r["due"], r["owner"], r["case_id"], r["call_id"], r["outlet_id"],
+              r["region"], 1 if (r["item"], r["stage"], r["due"]) in alerted else 0) for r in open_now],
+        )
+
+    # --- time passing: which open steps are now overdue -----------------------------------
+    def due(self, tx: Tx, now: int) -> list[Fact]:
+        rows = tx.all(f"SELECT item, stage, due, owner, case_id, call_id, outlet_id, region FROM {WATCH} "
+                      "WHERE alerted = 0 AND due <= ? ORDER BY due, item, stage", [now])
+        if not rows:
+            return []
+        tx.execute(f"UPDATE {WATCH} SET alerted = 1 WHERE alerted = 0 AND due <= ?", [now])
+        return [self._alert(r) for r in rows]
+
+    def _alert(self, r: Any) -> Fact:
+        subject = r["case_id"] or r["call_id"] or r["item"]
+        data = {"stage": r["stage"], "due": iso(r["due"]), "owner": r["owner"], "case_id": r["case_id"],
+                "call_id": r["call_id"], "outlet_id": r["outlet_id"], "region": r["region"]}
+        return engine_fact("loop.leaked", subject, r["due"], data, self.name,
+                           f"leak:{r['item']}:{r['stage']}:{r['due']}")
+
+
+def _marks(chunk: Sequence[Any]) -> str:
+    return ",".join("?" * len(chunk))
+
+
+def _chunks(keys: Sequence[str], size: int = 400):
+    for i in range(0, len(keys), size):
+        yield list(keys[i : i + size])

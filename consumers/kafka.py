@@ -1,0 +1,250 @@
+"""Kafka: the CloudEvents Kafka protocol binding, and what the consumer and publisher share.
+
+A Kafka message carries one CloudEvent, in one of the binding's two content modes:
+- binary: the context attributes are headers named `ce_<attribute>` (UTF-8 values), the
+  `content-type` header is the event's `datacontenttype`, and the message value is the data;
+- structured: the `content-type` header is `application/cloudevents+json` and the value is
+  the whole event as JSON (a message with neither `ce_` headers nor a content type is read
+  as structured when its value is a JSON object, since many producers leave the header out).
+The binding defines no batch mode: one message, one event.
+
+The message key is the partitioning key (the case id, so that one case's events stay in
+order on one partition); it is not part of the event.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+from closedloop.contract import Rejection, from_binary, validate
+from closedloop.domain.facts import Fact
+from closedloop.storage import ConfigurationError
+
+BOOTSTRAP_ENV = "CLOSEDLOOP_KAFKA_BOOTSTRAP"
+DEFAULT_TOPIC = "closedloop.events"
+DEFAULT_DLQ_TOPIC = "closedloop.events.dlq"
+DEFAULT_ALERTS_TOPIC = "closedloop.alerts"
+DEFAULT_FEEDBACK_PREFIX = "closedloop.feedback."
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+# Headers the consumer adds to a message it sends to the dead-letter topic.
+DLQ_REASON = "closedloop_dlq_reason"
+DLQ_ERRORS = "closedloop_dlq_errors"
+DLQ_TOPIC = "closedloop_dlq_topic"
+DLQ_PARTITION = "closedloop_dlq_partition"
+DLQ_OFFSET = "closedloop_dlq_offset"
+DLQ_QUARANTINE_ID = "closedloop_dlq_quarantine_id"
+
+
+def bootstrap_servers(value: str | None = None) -> list[str]:
+    """Brokers from the flag, else from CLOSEDLOOP_KAFKA_BOOTSTRAP; a clear error without either."""
+    text = value or os.environ.get(BOOTSTRAP_ENV, "")
+    servers = [s.strip() for s in text.split(",") if s.strip()]
+    if not servers:
+        raise ConfigurationError(f"no Kafka brokers given: set {BOOTSTRAP_ENV}=host:port[,host:port] "
+                                 "or pass --bootstrap")
+    for s in servers:
+        host, _, port = s.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"Kafka broker {s!r} is not host:port (e.g. 127.0.0.1:9092)")
+    return servers
+
+
+def client_options() -> dict[str, Any]:
+    """Connection settings every client shares: security from the environment, when set."""
+    options: dict[str, Any] = {}
+    for env, key in (("CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL", "security_protocol"),
+                     ("CLOSEDLOOP_KAFKA_SASL_MECHANISM", "sasl_mechanism"),
+                     ("CLOSEDLOOP_KAFKA_SASL_USERNAME", "sasl_plain_username"),
+                     ("CLOSEDLOOP_KAFKA_SASL_PASSWORD", "sasl_plain_password"),
+                     ("CLOSEDLOOP_KAFKA_SSL_CAFILE", "ssl_cafile")):
+        if os.environ.get(env):
+            options[key] = os.environ[env]
+    return options
+
+
+def no_brokers(bootstrap: Sequence[str], exc: Exception) -> ConfigurationError:
+    return ConfigurationError(f"no Kafka broker answered at {','.join(bootstrap)} ({type(exc).__name__}): "
+                              f"is it running, and is {BOOTSTRAP_ENV} right?")
+
+
+def topic_partitions(value: str, default: int = 3) -> int:
+    try:
+        n = int(value) if value else default
+    except ValueError:
+        raise ConfigurationError(f"partitions must be a whole number, got {value!r}") from None
+    if n < 1:
+        raise ConfigurationError(f"partitions must be at least 1, got {n}")
+    return n
+
+
+def ensure_topics(bootstrap: Sequence[str], topics: Iterable[str], partitions: int = 3) -> None:
+    """Create the topics that do not exist yet (brokers often refuse to auto-create them)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaTimeoutError as NoBrokersAvailable
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=list(bootstrap), client_id="closedloop-admin",
+                                 **client_options())
+    except NoBrokersAvailable as exc:
+        raise no_brokers(bootstrap, exc) from None
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            # replication -1: the broker's default, so a real cluster gets its usual copies
+            answer = admin.create_topics({t: {"num_partitions": partitions, "replication_factor": -1}
+                                          for t in missing}, raise_errors=False)
+            for t in answer.get("topics", []):
+                if t["error_code"] not in (0, 36):  # 36: created meanwhile by someone else
+                    raise RuntimeError(f"Kafka refused to create topic {t['name']!r}: {t['error_message']}")
+    finally:
+        admin.close()
+
+
+# --- decoding: a message -> a CloudEvent -> a Fact, or the reason it is poison -----------------
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One message read: the fact it carries, or the rejection saying why it is poison."""
+
+    fact: Fact | None
+    rejection: Rejection | None
+
+
+def _header_text(headers: Sequence[tuple[str, bytes | None]]) -> tuple[dict[str, str], list[str]]:
+    out: dict[str, str] = {}
+    bad: list[str] = []
+    for name, value in headers or ():
+        if value is None:
+            continue
+        try:
+            out[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(name)
+    return out, bad
+
+
+def _poison(message: str, raw: Any, field: str = "(message)") -> Decoded:
+    return Decoded(None, Rejection([{"field": field, "message": message}], raw=raw))
+
+
+def _text(value: bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", errors="replace")
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type in ("", "application/json", "text/json") or content_type.endswith("+json")
+
+
+def decode_message(value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> Decoded:
+    """The binding's two content modes -> a validated fact, or a rejection naming the problem."""
+    text_headers, bad = _header_text(headers)
+    lowered = {k.lower(): v for k, v in text_headers.items()}
+    content_type = lowered.get("content-type", "").split(";")[0].strip().lower()
+    if "ce_specversion" in lowered:  # binary mode
+        if bad:
+            return _poison(f"header(s) {', '.join(bad)} are not UTF-8 text", _text(value))
+        # only ce_ attributes and the content type are the event's; other headers are transport
+        own = {k: v for k, v in text_headers.items() if k.lower().startswith("ce_") or k.lower() == "content-type"}
+        data: Any = None
+        if value is not None and value.strip():
+            if not _is_json(content_type):
+                return _decided(from_binary(own, _text(value)), f"data of content type {content_type!r} is not "
+                                "accepted: the contract's data is a JSON object (application/json)",
+                                "datacontenttype")
+            try:
+                data = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                return _decided(from_binary(own, _text(value)), f"the message value is not JSON: {exc}", "data")
+        return _validated(from_binary(own, data))
+    if content_type == BATCH:
+        return _poison("a batch (application/cloudevents-batch+json) is not defined by the Kafka binding: "
+                       "send one event per message", _text(value), "content-type")
+    if content_type and content_type != STRUCTURED and not _is_json(content_type):
+        return _poison(f"content type {content_type!r} is neither a structured CloudEvent ({STRUCTURED}) "
+                       "nor binary mode (no ce_specversion header)", _text(value), "content-type")
+    if value is None or not value.strip():
+        return _poison("the message is empty: expected a CloudEvent", "")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return _poison(f"the message is not JSON ({exc}) and has no ce_specversion header (binary mode)",
+                       _text(value))
+    if not isinstance(event, dict):
+        return _poison(f"the message is JSON but not an object (got {type(event).__name__}): expected a "
+                       "structured CloudEvent", event)
+    if "specversion" not in event and not content_type == STRUCTURED:
+        return _poison("not a CloudEvent: no specversion in the JSON and no ce_specversion header", event,
+                       "specversion")
+    return _validated(event)
+
+
+def _validated(event: dict[str, Any]) -> Decoded:
+    outcome = validate(event)
+    if isinstance(outcome, Fact):
+        return Decoded(outcome, None)
+    return Decoded(None, outcome)
+
+
+def _decided(event: dict[str, Any], message: str, field: str) -> Decoded:
+    ident = event.get("id") if isinstance(event.get("id"), str) else None
+    source = event.get("source") if isinstance(event.get("source"), str) else None
+    kind = event.get("type") if isinstance(event.get("type"), str) else None
+    return Decoded(None, Rejection([{"field": field, "message": message}], ident, source, kind, raw=event))
+
+
+# --- encoding: what producers (and the publisher) put on a topic -----------------------------
+def encode_structured(event: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    return orjson.dumps(event), [("content-type", STRUCTURED.encode())]
+
+
+def encode_binary(event: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    headers: list[tuple[str, bytes]] = []
+    for name, value in event.items():
+        if name in ("data", "datacontenttype"):
+            continue
+        headers.append((f"ce_{name}", (value if isinstance(value, str) else orjson.dumps(value).decode()).encode()))
+    headers.append(("content-type", (event.get("datacontenttype") or "application/json").encode()))
+    return orjson.dumps(event.get("data")), headers
+
+
+def encode(event: dict[str, Any], mode: str = "structured") -> tuple[bytes, list[tuple[str, bytes]]]:
+    if mode == "binary":
+        return encode_binary(event)
+    if mode == "structured":
+        return encode_structured(event)
+    raise ValueError(f"content mode {mode!r} is not one of: structured, binary")
+
+
+# --- the broker's end of each partition --------------------------------------------------------
+def end_offsets(consumer: Any, partitions: Sequence[Any], timeout: float = 5.0) -> dict[Any, int]:
+    """The offset after the last message of each partition, as the broker's fetches report it.
+
+    `end_offsets` (ListOffsets) alone is not enough: some Kafka-compatible brokers (tansu)
+    answer it with the base offset of the last batch plus one. A fetch from the offset
+    before that returns the partition's true high watermark, which a lag must be against."""
+    listed = consumer.end_offsets(list(partitions))
+    if not partitions:
+        return {}
+    consumer.assign(list(partitions))
+    for tp in partitions:
+        consumer.seek(tp, max(listed[tp] - 1, 0))
+    found: dict[Any, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(partitions) and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
+        for tp in partitions:
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                found[tp] = hw
+        if all(listed[tp] == 0 for tp in partitions):
+            break
+    return {tp: max(found.get(tp, 0), listed[tp]) for tp in partitions}
