@@ -45,6 +45,8 @@ STREAM_KIND: dict[str, str] = {
     "feedback.routed": "feedback",
     "feedback.acknowledged": "feedback",
     "feedback.closed": "feedback",
+    "units.shipped": "shipment",
+    "penalty.charged": "penalty",
 }
 
 FACT_TYPES = frozenset(STREAM_KIND)
