@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
+from closedloop.domain.quality import QualityPolicy
 from closedloop.eventlog import Appended, EventLog, now_ms
 from closedloop.projections.loop import LoopView
 from closedloop.process import Reactions, Reactor
@@ -43,24 +44,29 @@ class Submitted:
 class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
-                 reactors: Sequence[Reactor] | None = None) -> None:
+                 reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None) -> None:
         self.storage = storage
         self.policy = policy or LoopPolicy()
+        self.quality = quality or QualityPolicy()
         self.clock = clock
         self.log = EventLog(storage, clock=clock)
         self.quarantine = Quarantine(storage)
         self.loop = LoopView(self.policy)
         # the views, each answering one question; add a new one here
         self.views: list[View] = [self.loop]
+        self.views += quality_views(self.policy)
         self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
+        if reactors is None:
+            self.reactors += quality_reactors(self.policy, self.quality)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         self._submit_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str | None = None, policy: LoopPolicy | None = None, **kwargs: Any) -> "Engine":
+        kwargs.setdefault("quality", QualityPolicy.from_env())
         return cls(open_storage(url), policy or LoopPolicy.from_env(), **kwargs)
 
     def submit(self, events: Sequence[Any], channel: str = "api",
@@ -135,6 +141,30 @@ class Engine:
 
     def close(self) -> None:
         self.storage.close()
+
+
+def quality_views(policy: LoopPolicy) -> list[View]:
+    """The quality loop's views: the departments' feedback items; services, network, shipments, penalties."""
+    from closedloop.projections.feedback import FeedbackView
+    from closedloop.projections.quality import QualityView
+
+    return [FeedbackView(policy), QualityView()]
+
+
+def quality_reactors(policy: LoopPolicy, quality: QualityPolicy) -> list[Reactor]:
+    """Feedback routing and penalties, each switched off by CLOSEDLOOP_AUTO_ROUTING=off or
+    CLOSEDLOOP_AUTO_PENALTIES=off (when another system decides them and sends the events)."""
+    import os
+
+    from closedloop.penalties import PenaltyReactor
+    from closedloop.routing import FeedbackRouter
+
+    out: list[Reactor] = []
+    if os.environ.get("CLOSEDLOOP_AUTO_ROUTING", "on").lower() not in ("off", "0", "false", "no"):
+        out.append(FeedbackRouter(policy))
+    if os.environ.get("CLOSEDLOOP_AUTO_PENALTIES", "on").lower() not in ("off", "0", "false", "no"):
+        out.append(PenaltyReactor(quality))
+    return out
 
 
 def feed(engine: Engine, events: Iterable[Any], batch_size: int = 2000, channel: str = "file",

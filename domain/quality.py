@@ -234,3 +234,104 @@ class QualityPolicy:
             "penalties": {k: {"employee": money(e), "manager": money(m)} for k, (e, m) in sorted(self.penalties.items())},
             "repeat_within_days": self.repeat_within / DAY_MS,
         }
+
+
+# --- one service, as the quality views see it ---------------------------------------------------
+# Case facts the quality views fold, and what each keeps (never a customer's name, phone or address).
+SERVICE_FACTS = frozenset({
+    "case.registered", "case.amended", "case.dispatched", "dispatch.accepted", "case.transferred",
+    "guidance.given", "follow_up.made", "service.completed", "callback.made", "case.cancelled",
+    "complaint.filed",
+})
+_PROFILE = ("model", "product_line", "production_batch", "plant", "purchase_date")
+
+
+def unit_key(data: dict) -> str | None:
+    """The unit a registration is about, as a digest: its serial, else the customer and model.
+    It lets repeat repairs of one unit be found without keeping who the customer is."""
+    product = data.get("product") if isinstance(data.get("product"), dict) else {}
+    customer = data.get("customer") if isinstance(data.get("customer"), dict) else {}
+    if product.get("serial"):
+        basis = f"serial:{product['serial']}"
+    elif customer.get("id") and product.get("model"):
+        basis = f"customer:{customer['id']}:{product['model']}"
+    else:
+        return None
+    return hashlib.blake2b(basis.encode(), digest_size=10).hexdigest()
+
+
+def service_lite(type_: str, data: dict) -> dict:
+    """What the quality views keep of a case fact."""
+    if type_ in ("case.registered", "case.amended"):
+        out: dict = {}
+        product = data.get("product")
+        if isinstance(product, dict):
+            for name in _PROFILE:
+                if name in product:
+                    out[name] = product[name]
+        customer = data.get("customer")
+        if isinstance(customer, dict) and "region" in customer:
+            out["region"] = customer["region"]
+        if data.get("request"):
+            out["request"] = data["request"]
+        unit = unit_key(data)
+        if unit:
+            out["unit"] = unit
+        return out
+    if type_ == "service.completed":
+        return {"technician_id": data["technician_id"], "fault_code": data["fault_code"], "cause": data["cause"],
+                "first_visit": data["first_visit"], "parts": list(data.get("parts_used") or [])}
+    keep = ("outlet_id", "technician_id", "to_outlet_id", "to", "working", "reached", "satisfaction",
+            "complaint_id", "category")
+    return {k: data[k] for k in keep if k in data}
+
+
+def service_record(entries: list[list]) -> dict:
+    """A case's facts ([time, position, type, lite]) -> the row the quality views query.
+
+    The walk is in world time, so facts arriving in any order give the same row. The
+    outlet and technician are those that did the job (at completion or phone guidance);
+    `reviewed` is the first reached callback after completion, or the working follow-up
+    of a phone guidance; a job settles when it is both done and reviewed.
+    """
+    row: dict = {"registered": None, "region": None, "request": None, "unit": None, "outlet_id": None,
+                 "technician_id": None, "completed": None, "fault_code": None, "cause": None,
+                 "first_visit": None, "parts": [], "guided": None, "reviewed": None, "satisfaction": None,
+                 "cancelled": None, "complaints": 0, "job": None, "done": None}
+    for name in _PROFILE:
+        row[name] = None
+    outlet = technician = None
+    for t, _pos, kind, d in sorted(entries, key=lambda e: (e[0], e[1])):
+        if kind in ("case.registered", "case.amended"):
+            if kind == "case.registered" and row["registered"] is None:
+                row["registered"] = t
+            for name, value in d.items():
+                if value not in (None, "") or name not in row:
+                    row[name] = value
+        elif kind in ("case.dispatched", "dispatch.accepted"):
+            outlet = d["outlet_id"]
+            technician = d.get("technician_id")
+        elif kind == "case.transferred":
+            outlet, technician = d.get("to_outlet_id"), None
+        elif kind == "guidance.given":
+            technician = d["technician_id"]
+            if row["completed"] is None and row["guided"] is None:
+                row["guided"] = t
+        elif kind == "follow_up.made":
+            if row["guided"] is not None and row["completed"] is None and row["done"] is None and d["working"]:
+                row.update(done=t, reviewed=t, job="guidance", outlet_id=outlet, technician_id=technician)
+        elif kind == "service.completed":
+            if row["completed"] is None and row["job"] != "guidance":
+                row.update(completed=t, done=t, technician_id=d["technician_id"], fault_code=d["fault_code"],
+                           cause=d["cause"], first_visit=d["first_visit"], parts=d["parts"], outlet_id=outlet)
+        elif kind == "callback.made":
+            if row["completed"] is not None and row["reviewed"] is None and d.get("reached"):
+                row.update(reviewed=t, satisfaction=d.get("satisfaction"))
+        elif kind == "case.cancelled":
+            if row["cancelled"] is None:
+                row["cancelled"] = t
+        elif kind == "complaint.filed":
+            row["complaints"] += 1
+    if row["completed"] is not None:
+        row["job"] = row["request"] or "repair"
+    return row

@@ -1,0 +1,135 @@
+"""Penalties: a complaint costs the people who answer for it, and is paid to its customer.
+
+The sources' rolling-door factory: late, a poor repair or a bad attitude, and the customer
+who reports it gets 10 yuan, 5 from the responsible employee and 5 from the factory
+director. Here the rule is configuration (`CLOSEDLOOP_PENALTIES`: complaint category ->
+employee's share + manager's share), and it lands on the named owner: when a complaint is
+resolved, its `accountable` party pays the employee's share and the manager of that
+party's outlet pays the manager's share. The engine records it as `penalty.charged`, one
+per complaint (its id comes from the complaint), at the moment the complaint was resolved.
+
+Changing the rule charges new complaints by the new rule; what was charged stays charged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from closedloop.domain.facts import Fact
+from closedloop.domain.quality import QualityPolicy
+from closedloop.process import engine_fact
+from closedloop.reactor_state import Documents
+from closedloop.storage import Tx
+
+
+class PenaltyReactor:
+    name = "penalties"
+    version = "1"
+
+    def __init__(self, quality: QualityPolicy) -> None:
+        self.quality = quality
+        self.state = Documents("penalty_state")
+
+    def fingerprint(self) -> str:
+        return f"{self.version}/{self.quality.penalty_fingerprint()}"
+
+    def tables(self) -> list[str]:
+        return [self.state.table]
+
+    def create_statements(self) -> list[str]:
+        return [self.state.create_statement()]
+
+    def due(self, tx: Tx, now: int) -> list[Fact]:
+        return []
+
+    def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
+        docs = self.state.session(tx)
+        docs.load(k for f in facts for k in _keys(f))
+        decisions: list[Fact] = []
+        for f in facts:
+            kind, d = f.type, f.data
+            if kind == "technician.registered":
+                docs.get(f"technician:{f.subject}").update(outlet_id=d["outlet_id"], name=d["name"])
+            elif kind == "outlet.registered":
+                outlet = docs.get(f"outlet:{f.subject}")
+                outlet["name"] = d["name"]
+                if d.get("manager"):
+                    outlet["manager"] = d["manager"]
+            elif kind == "case.registered" or kind == "case.amended":
+                customer = d.get("customer")
+                if isinstance(customer, dict) and customer.get("id"):
+                    docs.get(f"case:{f.subject}")["customer_id"] = customer["id"]
+            elif kind == "dispatch.accepted":
+                docs.get(f"case:{f.subject}")["outlet_id"] = d["outlet_id"]
+            elif kind == "complaint.filed":
+                complaint = docs.get(f"complaint:{d['complaint_id']}")
+                if "category" not in complaint:
+                    complaint.update(case_id=f.subject, category=d["category"],
+                                     outlet_id=d.get("outlet_id"), technician_id=d.get("technician_id"))
+                decisions += self._decide(docs, d["complaint_id"], complaint)
+            elif kind == "complaint.resolved":
+                complaint = docs.get(f"complaint:{d['complaint_id']}")
+                if "accountable" not in complaint:
+                    complaint.update(resolved=f.time_ms, accountable=d["accountable"], resolved_case=f.subject)
+                decisions += self._decide(docs, d["complaint_id"], complaint)
+        docs.flush()
+        return decisions
+
+    def _decide(self, docs: Any, complaint_id: str, complaint: dict[str, Any]) -> list[Fact]:
+        # Both halves are needed, in whichever order they arrive: what it was about (filed)
+        # and who answers for it (resolved).
+        if complaint.get("decided") or "category" not in complaint or "accountable" not in complaint:
+            return []
+        complaint["decided"] = True
+        rule = self.quality.penalties.get(complaint["category"])
+        if rule is None or rule == (0, 0):
+            return []
+        employee_cents, manager_cents = rule
+        case_id = complaint["case_id"]
+        case = docs.peek(f"case:{case_id}") or {}
+        accountable = complaint["accountable"]
+        technician = docs.peek(f"technician:{accountable}")
+        named_outlet = docs.peek(f"outlet:{accountable}")
+        if technician is not None:
+            outlet_id = technician["outlet_id"]
+        elif named_outlet is not None:
+            outlet_id = accountable
+        else:
+            outlet_id = complaint.get("outlet_id") or case.get("outlet_id")
+        shares = [{"party": accountable, "role": "employee", "amount_cents": employee_cents}]
+        if technician is not None:
+            shares[0]["name"] = technician["name"]
+        if manager_cents:
+            outlet = docs.peek(f"outlet:{outlet_id}") if outlet_id else None
+            manager = {"party": f"manager:{outlet_id or accountable}", "role": "manager", "amount_cents": manager_cents}
+            if outlet and outlet.get("manager"):
+                manager["name"] = outlet["manager"]
+            shares.append(manager)
+        payee = {"case_id": case_id}
+        if case.get("customer_id"):
+            payee["customer_id"] = case["customer_id"]
+        data: dict[str, Any] = {
+            "case_id": case_id, "complaint_id": complaint_id, "category": complaint["category"],
+            "accountable": accountable, "shares": shares, "total_cents": sum(s["amount_cents"] for s in shares),
+            "currency": self.quality.currency, "payee": payee,
+        }
+        if outlet_id:
+            data["outlet_id"] = outlet_id
+        return [engine_fact("penalty.charged", f"PEN-{complaint_id}", complaint["resolved"], data, self.name,
+                            f"penalty:{complaint_id}")]
+
+
+def _keys(f: Fact) -> list[str]:
+    kind, d = f.type, f.data
+    if kind == "technician.registered":
+        return [f"technician:{f.subject}"]
+    if kind == "outlet.registered":
+        return [f"outlet:{f.subject}"]
+    if kind in ("case.registered", "case.amended", "dispatch.accepted"):
+        return [f"case:{f.subject}"]
+    if kind == "complaint.filed":
+        return [f"complaint:{d['complaint_id']}", f"case:{f.subject}", f"outlet:{d.get('outlet_id')}"]
+    if kind == "complaint.resolved":
+        a = d["accountable"]
+        return [f"complaint:{d['complaint_id']}", f"case:{f.subject}", f"technician:{a}", f"outlet:{a}"]
+    return []
