@@ -54,6 +54,9 @@ class Reactions:
 
     def _prepare(self, reactor: Reactor) -> None:
         storage = self.log.storage
+        # Read before the write transaction: an in-memory SQLite database has one connection.
+        # A fact appended in between is decided as new; its deterministic id keeps it single.
+        head = self.log.head()
         with storage.writing() as tx:
             row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             if row is not None and row["fingerprint"] == reactor.fingerprint():
@@ -63,7 +66,6 @@ class Reactions:
             for statement in reactor.create_statements():
                 tx.execute(storage.ddl(statement))
             # What the log holds now was decided already: fold it, decide nothing again.
-            head = self.log.head()
             tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, quiet_until, fingerprint) VALUES (?,0,?,?)",
                        [reactor.name, head, reactor.fingerprint()])
