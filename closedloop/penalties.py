@@ -22,9 +22,13 @@ from closedloop.reactor_state import Documents
 from closedloop.storage import Tx
 
 
+PENDING = "pending"  # complaints resolved whose people are not all known yet
+WAIT_FOR_PARTIES = 24 * 3_600_000
+
+
 class PenaltyReactor:
     name = "penalties"
-    version = "1"
+    version = "2"
 
     def __init__(self, quality: QualityPolicy) -> None:
         self.quality = quality
@@ -40,25 +44,41 @@ class PenaltyReactor:
         return [self.state.create_statement()]
 
     def due(self, tx: Tx, now: int) -> list[Fact]:
-        return []
+        # Whoever is still unknown a day after the resolution will not become known: decide
+        # with what is known.
+        docs = self.state.session(tx)
+        pending = docs.peek(PENDING) or {}
+        decisions: list[Fact] = []
+        for complaint_id in sorted(pending):
+            complaint = docs.get(f"complaint:{complaint_id}")
+            if complaint.get("resolved", now) + WAIT_FOR_PARTIES <= now:
+                decisions += self._decide(docs, complaint_id, complaint, force=True)
+        docs.flush()
+        return decisions
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
         docs = self.state.session(tx)
-        docs.load(k for f in facts for k in _keys(f))
+        docs.load([PENDING, *(k for f in facts for k in _keys(f))])
         decisions: list[Fact] = []
+        introduced = False  # someone a waiting complaint may need became known
         for f in facts:
             kind, d = f.type, f.data
             if kind == "technician.registered":
                 docs.get(f"technician:{f.subject}").update(outlet_id=d["outlet_id"], name=d["name"])
+                introduced = True
             elif kind == "outlet.registered":
                 outlet = docs.get(f"outlet:{f.subject}")
                 outlet["name"] = d["name"]
                 if d.get("manager"):
                     outlet["manager"] = d["manager"]
+                introduced = True
             elif kind == "case.registered" or kind == "case.amended":
+                case = docs.get(f"case:{f.subject}")
+                case["registered"] = True
                 customer = d.get("customer")
                 if isinstance(customer, dict) and customer.get("id"):
-                    docs.get(f"case:{f.subject}")["customer_id"] = customer["id"]
+                    case["customer_id"] = customer["id"]
+                introduced = True
             elif kind == "dispatch.accepted":
                 docs.get(f"case:{f.subject}")["outlet_id"] = d["outlet_id"]
             elif kind == "complaint.filed":
@@ -72,19 +92,22 @@ class PenaltyReactor:
                 if "accountable" not in complaint:
                     complaint.update(resolved=f.time_ms, accountable=d["accountable"], resolved_case=f.subject)
                 decisions += self._decide(docs, d["complaint_id"], complaint)
+        pending = docs.peek(PENDING)
+        if introduced and pending:
+            for complaint_id in sorted(pending):
+                decisions += self._decide(docs, complaint_id, docs.get(f"complaint:{complaint_id}"))
         docs.flush()
         return decisions
 
-    def _decide(self, docs: Any, complaint_id: str, complaint: dict[str, Any]) -> list[Fact]:
+    def _decide(self, docs: Any, complaint_id: str, complaint: dict[str, Any], force: bool = False) -> list[Fact]:
         # Both halves are needed, in whichever order they arrive: what it was about (filed)
         # and who answers for it (resolved).
         if complaint.get("decided") or "category" not in complaint or "accountable" not in complaint:
             return []
-        complaint["decided"] = True
         rule = self.quality.penalties.get(complaint["category"])
         if rule is None or rule == (0, 0):
+            complaint["decided"] = True
             return []
-        employee_cents, manager_cents = rule
         case_id = complaint["case_id"]
         case = docs.peek(f"case:{case_id}") or {}
         accountable = complaint["accountable"]
@@ -96,6 +119,17 @@ class PenaltyReactor:
             outlet_id = accountable
         else:
             outlet_id = complaint.get("outlet_id") or case.get("outlet_id")
+        # A penalty names who pays and who is paid: it waits (a day at most) until the case,
+        # the accountable party and their outlet are known, so that facts arriving in any
+        # order charge the same people the same amounts.
+        known = case.get("registered") and outlet_id and docs.peek(f"outlet:{outlet_id}") is not None
+        pending = docs.get(PENDING)
+        if not known and not force:
+            pending[complaint_id] = True
+            return []
+        pending.pop(complaint_id, None)
+        complaint["decided"] = True
+        employee_cents, manager_cents = rule
         shares = [{"party": accountable, "role": "employee", "amount_cents": employee_cents}]
         if technician is not None:
             shares[0]["name"] = technician["name"]

@@ -23,11 +23,11 @@ from .quality import OUTLETS, PENALTIES, SERVICES, SHARES
 
 
 def _services(storage: Storage, start: int, end: int, at: int, outlet_id: str | None) -> list[Any]:
-    where = "done IS NOT NULL AND reviewed IS NOT NULL AND job IS NOT NULL AND reviewed >= ? AND reviewed < ? " \
-            "AND reviewed <= ?"
+    where = "s.done IS NOT NULL AND s.reviewed IS NOT NULL AND s.job IS NOT NULL AND s.reviewed >= ? " \
+            "AND s.reviewed < ? AND s.reviewed <= ?"
     params: list[Any] = [start, end, at]
     if outlet_id is not None:
-        where += " AND outlet_id = ?"
+        where += " AND s.outlet_id = ?"
         params.append(outlet_id)
     with storage.reading() as tx:
         return tx.all(f"SELECT s.case_id, s.outlet_id, s.technician_id, s.job, s.done, s.reviewed, o.tier, o.name "

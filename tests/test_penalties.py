@@ -109,3 +109,26 @@ def test_a_producer_can_send_a_penalty_and_it_must_add_up(engine: Engine):
                             event("penalty.charged", "PEN-10", "2026-10-12T09:00:00Z", good | {"total_cents": 301},
                                   source="/hq/service-quality")])
     assert result.accepted == 1 and "total_cents must be the sum" in result.rejected[0].describe()
+
+
+def test_a_penalty_waits_for_the_people_it_names_and_at_most_a_day(database_url: str):
+    now = [parse_ms("2026-10-12T14:00:00Z")]
+    engine = Engine.open(database_url, clock=lambda: now[0])
+    engine.submit(case("CASE-1", "2026-10-10T08:00:00Z")
+                  + complaint("CASE-1", "2026-10-12T09:00:00Z", "attitude", accountable="TEC-9"))
+    assert charged(engine) == [] and engine.tick() == 0  # TEC-9 and the outlet are not known yet
+    now[0] = parse_ms("2026-10-13T13:00:00Z")  # a day after the resolution
+    assert engine.tick() == 1 and engine.tick() == 0
+    [penalty] = charged(engine)
+    assert [(s["party"], s.get("name")) for s in penalty.data["shares"]] == [("TEC-9", None), ("manager:OUT-1", None)]
+    assert penalty.time_ms == parse_ms("2026-10-12T13:00:00Z")
+    engine.close()
+
+
+def test_a_waiting_penalty_is_decided_as_soon_as_the_people_are_registered(engine: Engine):
+    engine.submit(case("CASE-1", "2026-10-10T08:00:00Z")
+                  + complaint("CASE-1", "2026-10-12T09:00:00Z", "attitude", accountable="TEC-1"))
+    assert charged(engine) == []
+    engine.submit(NETWORK)
+    [penalty] = charged(engine)
+    assert penalty.data["shares"][1]["name"] == "Director Sun"
