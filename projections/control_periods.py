@@ -38,10 +38,11 @@ def _change(current: dict[str, Any], previous: dict[str, Any] | None) -> dict[st
 def _day_counts(storage: Storage, start: int, end: int, at: int, col: str | None) -> list[Any]:
     sums = ", ".join(f"SUM(CASE WHEN {c} <= ? THEN 1 ELSE 0 END) AS {m}" for m, c in MEASURES.items())
     key = col or "NULL"
+    group = f"started / {DAY_MS}" + (f", {col}" if col else "")
     with storage.reading() as tx:
         return tx.all(
             f"SELECT started / {DAY_MS} AS day, {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
-            f"WHERE service = 1 AND started >= ? AND started < ? AND started <= ? GROUP BY started / {DAY_MS}, {key}",
+            f"WHERE service = 1 AND started >= ? AND started < ? AND started <= ? GROUP BY {group}",
             [at] * len(MEASURES) + [start, end, at],
         )
 
