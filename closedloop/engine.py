@@ -100,9 +100,12 @@ class Engine:
         out.rejected = rejected
         out.quarantined = self.quarantine.keep(rejected, channel)
         if self.project_on_submit and out.accepted:
-            self.projector.catch_up(fresh=appended.stored)
-            if self.reactors and self.reactions.run(fresh=appended.stored):
-                self.projector.catch_up()
+            # The reactors decide first (they keep their own state, not the views'), so that
+            # the views take the facts and the decisions they caused in one pass.
+            decided: list[Fact] = []
+            if self.reactors:
+                self.reactions.run(fresh=appended.stored, decided=decided)
+            self.projector.catch_up(fresh=appended.stored + decided)
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

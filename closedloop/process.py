@@ -76,27 +76,28 @@ class Reactions:
         known = {r["name"]: r["position"] for r in rows}
         return {r.name: known.get(r.name, 0) for r in self.reactors}
 
-    def run(self, fresh: Sequence[Fact] = ()) -> int:
-        """Let every reactor answer the facts it has not seen; returns how many decisions."""
-        decided = 0
+    def run(self, fresh: Sequence[Fact] = (), decided: list[Fact] | None = None) -> int:
+        """Let every reactor answer the facts it has not seen; returns how many decisions
+        (and adds the recorded decisions to `decided`, when given)."""
+        count = 0
         with self._lock:
             for reactor in self.reactors:
                 start = self.positions()[reactor.name]
                 if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
-                    decided += self._react(reactor, list(fresh))
+                    count += self._react(reactor, list(fresh), decided)
                     start = fresh[-1].position
                 for facts in self.log.follow(start, self.batch_size):
-                    decided += self._react(reactor, facts)
-        return decided
+                    count += self._react(reactor, facts, decided)
+        return count
 
-    def _react(self, reactor: Reactor, facts: list[Fact]) -> int:
-        def work(session: AppendSession) -> int:
+    def _react(self, reactor: Reactor, facts: list[Fact], decided: list[Fact] | None = None) -> int:
+        def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
             row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             position, quiet_until = row["position"], row["quiet_until"]
             todo = [f for f in facts if f.position > position]
             if not todo:
-                return 0
+                return []
             quiet = [f for f in todo if f.position <= quiet_until]
             if quiet:
                 reactor.react(tx, quiet)  # state only: these were decided before
@@ -108,9 +109,12 @@ class Reactions:
                        [todo[-1].position, reactor.name, position])
             if tx.rowcount() != 1:
                 raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")
-            return len(stored)
+            return stored
 
-        return self.log.transaction(work)
+        stored = self.log.transaction(work)
+        if decided is not None:
+            decided.extend(stored)
+        return len(stored)
 
     def tick(self, now: int) -> int:
         """Ask every reactor what the passing of time has decided (deadlines missed)."""
