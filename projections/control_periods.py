@@ -88,8 +88,9 @@ def enrich(storage: Storage, result: dict[str, Any], start: int, end: int, at: i
     flagged = _flagged(storage, start, end, at, col) if cases else []
     if cases:
         _attach(result["total"], flagged, at)
+        per_group = _by_group(flagged)
         for g in result.get("groups", []):
-            _attach(g, [r for r in flagged if r["grp"] == g[by]], at)
+            _attach(g, per_group.get(g[by], []), at)
     if period:
         result["period"] = period
         result["periods"] = _periods(storage, start, end, at, by, col, period, flagged if cases else None)
@@ -110,6 +111,9 @@ def _periods(storage: Storage, start: int, end: int, at: int, by: str | None, co
     # each period is compared with the whole period before it, even where the window clips that one
     first_prev = previous_bucket(names[0])
     whole = _fold(_day_counts(storage, period_range(first_prev)[0], end, at, col), size)
+    flagged_by_bucket: dict[str, list[Any]] = defaultdict(list)
+    for r in flagged or []:
+        flagged_by_bucket[bucket_of(r["started"], size)].append(r)
     out = []
     for i, name in enumerate(names):
         before = whole.get(first_prev if i == 0 else names[i - 1], {})
@@ -121,21 +125,29 @@ def _periods(storage: Storage, start: int, end: int, at: int, by: str | None, co
                                  "total": _rates(total["services"], {m: total[m] for m in MEASURES})}
         entry["total"]["change"] = _change(entry["total"], _rates(prev_total["services"], {m: prev_total[m] for m in MEASURES})
                                            if prev_total else None)
-        in_bucket = [r for r in flagged if bucket_of(r["started"], size) == name] if flagged is not None else None
+        in_bucket = flagged_by_bucket.get(name, []) if flagged is not None else None
         if in_bucket is not None:
             _attach(entry["total"], in_bucket, at)
         if by:
             listed = []
+            per_group = _by_group(in_bucket or [])
             for grp in sorted(groups, key=lambda g: (-groups[g]["services"], str(g))):
                 c = groups[grp]
                 g = {by: grp, **_rates(c["services"], {m: c[m] for m in MEASURES})}
                 p = before.get(grp)
                 g["change"] = _change(g, _rates(p["services"], {m: p[m] for m in MEASURES}) if p else None)
                 if in_bucket is not None:
-                    _attach(g, [r for r in in_bucket if r["grp"] == grp], at)
+                    _attach(g, per_group.get(grp, []), at)
                 listed.append(g)
             entry["groups"] = listed
         out.append(entry)
+    return out
+
+
+def _by_group(rows: list[Any]) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = defaultdict(list)
+    for r in rows:
+        out[r["grp"]].append(r)
     return out
 
 

@@ -52,7 +52,10 @@ class Period:
         return {"from": iso(self.start), "to": iso(self.end), "as_of": iso(self.at)}
 
 
-def _load(storage: Storage, period: Period, filters: dict[str, Any]) -> list[dict[str, Any]]:
+def _load(storage: Storage, period: Period, filters: dict[str, Any], months: bool = False,
+          parts: bool = False) -> list[dict[str, Any]]:
+    """Completed services of the period matching the column filters; `months` and `parts`
+    also work out months in service and decode the parts used (only where asked: they cost)."""
     where = ["completed IS NOT NULL", "completed >= ?", "completed < ?", "completed <= ?"]
     params: list[Any] = [period.start, period.end, period.at]
     for name in FILTERS:
@@ -66,9 +69,10 @@ def _load(storage: Storage, period: Period, filters: dict[str, Any]) -> list[dic
     out = []
     for r in rows:
         row = {c: r[c] for c in _COLUMNS}
-        row["parts"] = orjson.loads(row["parts"]) if row["parts"] else []
-        row["months_in_service"] = months_in_service(row["purchase_date"], row["completed"])
-        row["first_visit"] = None if row["first_visit"] is None else bool(row["first_visit"])
+        if parts:
+            row["parts"] = orjson.loads(row["parts"]) if row["parts"] else []
+        if months:
+            row["months_in_service"] = months_in_service(row["purchase_date"], row["completed"])
         out.append(row)
     return out
 
@@ -115,7 +119,7 @@ def _derived(rows: list[dict[str, Any]], filters: dict[str, Any], repeats: dict[
         want = filters["months_in_service"]
         out = [r for r in out if (r["months_in_service"] if r["months_in_service"] is not None else "unknown") == want]
     if filters.get("first_visit") is not None:
-        out = [r for r in out if r["first_visit"] is filters["first_visit"]]
+        out = [r for r in out if r["first_visit"] is not None and bool(r["first_visit"]) is filters["first_visit"]]
     if filters.get("part_no") is not None:
         out = [r for r in out if filters["part_no"] in r["parts"]]
     if filters.get("repeat") is not None and repeats is not None:
@@ -233,7 +237,7 @@ def failures_by_months_in_service(storage: Storage, period: Period, per: str | N
     if per is not None and per not in GROUPS:
         raise ValueError(f"per must be one of {', '.join(GROUPS)}")
     filters = {"job": "repair", **(filters or {})}
-    rows = _load(storage, period, filters)
+    rows = _load(storage, period, filters, months=True)
     groups: dict[tuple, list[str]] = defaultdict(list)
     for r in rows:
         months = r["months_in_service"] if r["months_in_service"] is not None else "unknown"
@@ -303,7 +307,7 @@ def parts_by_model(storage: Storage, period: Period, filters: dict[str, Any] | N
                    cases: bool = False) -> dict[str, Any]:
     """Spare parts used in completed services, per model and part number."""
     filters = dict(filters or {})
-    rows = _load(storage, period, filters)
+    rows = _load(storage, period, filters, parts=True)
     groups: dict[tuple, list[str]] = defaultdict(list)
     used: Counter[tuple] = Counter()
     for r in rows:
@@ -325,7 +329,7 @@ def parts_by_model(storage: Storage, period: Period, filters: dict[str, Any] | N
 def case_list(storage: Storage, period: Period, policy: QualityPolicy, filters: dict[str, Any],
               limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """The cases behind a number: completed services in the period matching every filter."""
-    rows = _load(storage, period, filters)
+    rows = _load(storage, period, filters, months=True, parts=True)
     repeats = _repeats(storage, period, rows, policy) if filters.get("repeat") is not None else None
     rows = _derived(rows, filters, repeats)
     page = rows[offset : offset + limit]
@@ -333,6 +337,7 @@ def case_list(storage: Storage, period: Period, policy: QualityPolicy, filters: 
     for r in page:
         out = {k: r[k] for k in _COLUMNS if k != "unit"}
         out["completed"] = iso(r["completed"])
+        out["first_visit"] = None if r["first_visit"] is None else bool(r["first_visit"])
         out["months_in_service"] = r["months_in_service"]
         if repeats is not None and r["case_id"] in repeats:
             out["repeat_of"] = repeats[r["case_id"]]
