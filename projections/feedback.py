@@ -29,7 +29,7 @@ from closedloop.domain.feedback import OWING, FeedbackItem
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Storage, Tx
 
-SCHEMA_VERSION = "feedback-1"
+SCHEMA_VERSION = "feedback-2"
 
 IDS = "feedback_ids"
 ITEMS = "feedback_items"
@@ -195,7 +195,8 @@ class FeedbackView:
             "item_key": key, "department": dept,
             "case_id": origin_id if origin_kind == "case" else None,
             "call_id": r.get("call_id") or (origin_id if origin_kind == "call" else None),
-            "feedback_ids": orjson.dumps(item.feedback_ids).decode(), "routed": item.routed,
+            # each id with when it was routed, so that an answer as of T lists only those routed by T
+            "feedback_ids": orjson.dumps([[e[4], e[0]] for e in routings]).decode(), "routed": item.routed,
             "routed_by": r.get("source"), "origin": r.get("origin"),
             "model": product.get("model"), "product_line": product.get("product_line"),
             "production_batch": product.get("production_batch"), "plant": product.get("plant"),
@@ -282,7 +283,7 @@ def _describe(r: Any, at: int) -> dict[str, Any]:
     return {
         "item": r["item_key"],
         "department": r["department"],
-        "feedback_ids": orjson.loads(r["feedback_ids"]),
+        "feedback_ids": list(dict.fromkeys(fid for fid, t in orjson.loads(r["feedback_ids"]) if t <= at)),
         "case_id": r["case_id"],
         "call_id": r["call_id"],
         "routed": iso(r["routed"]),
