@@ -59,7 +59,7 @@ class Engine:
         # the process logic: what the engine decides by itself; add a new reactor here
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
         if reactors is None:
-            self.reactors += quality_reactors(self.policy, self.quality)
+            self.reactors += quality_reactors(self.policy, self.quality, self.log)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         self._submit_lock = threading.Lock()
@@ -154,7 +154,7 @@ def quality_views(policy: LoopPolicy) -> list[View]:
     return [FeedbackView(policy), QualityView()]
 
 
-def quality_reactors(policy: LoopPolicy, quality: QualityPolicy) -> list[Reactor]:
+def quality_reactors(policy: LoopPolicy, quality: QualityPolicy, log: EventLog) -> list[Reactor]:
     """Feedback routing and penalties, each switched off by CLOSEDLOOP_AUTO_ROUTING=off or
     CLOSEDLOOP_AUTO_PENALTIES=off (when another system decides them and sends the events)."""
     import os
@@ -164,9 +164,9 @@ def quality_reactors(policy: LoopPolicy, quality: QualityPolicy) -> list[Reactor
 
     out: list[Reactor] = []
     if os.environ.get("CLOSEDLOOP_AUTO_ROUTING", "on").lower() not in ("off", "0", "false", "no"):
-        out.append(FeedbackRouter(policy))
+        out.append(FeedbackRouter(policy, log))
     if os.environ.get("CLOSEDLOOP_AUTO_PENALTIES", "on").lower() not in ("off", "0", "false", "no"):
-        out.append(PenaltyReactor(quality))
+        out.append(PenaltyReactor(quality, log))
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.domain.quality import QualityPolicy
+from closedloop.eventlog import EventLog
 from closedloop.process import engine_fact
 from closedloop.reactor_state import Documents
 from closedloop.storage import Tx
@@ -28,10 +29,13 @@ WAIT_FOR_PARTIES = 24 * 3_600_000
 
 class PenaltyReactor:
     name = "penalties"
-    version = "2"
+    version = "3"
 
-    def __init__(self, quality: QualityPolicy) -> None:
+    def __init__(self, quality: QualityPolicy, log: EventLog) -> None:
         self.quality = quality
+        self.log = log
+        # the network (who works where, who manages it) and the complaints; a case's customer
+        # and outlet are read from its stream when a penalty is decided
         self.state = Documents("penalty_state")
 
     def fingerprint(self) -> str:
@@ -72,15 +76,8 @@ class PenaltyReactor:
                 if d.get("manager"):
                     outlet["manager"] = d["manager"]
                 introduced = True
-            elif kind == "case.registered" or kind == "case.amended":
-                case = docs.get(f"case:{f.subject}")
-                case["registered"] = True
-                customer = d.get("customer")
-                if isinstance(customer, dict) and customer.get("id"):
-                    case["customer_id"] = customer["id"]
-                introduced = True
-            elif kind == "dispatch.accepted":
-                docs.get(f"case:{f.subject}")["outlet_id"] = d["outlet_id"]
+            elif kind == "case.registered":
+                introduced = introduced or f.subject in (docs.peek(PENDING) or {}).values()
             elif kind == "complaint.filed":
                 complaint = docs.get(f"complaint:{d['complaint_id']}")
                 if "category" not in complaint:
@@ -109,7 +106,7 @@ class PenaltyReactor:
             complaint["decided"] = True
             return []
         case_id = complaint["case_id"]
-        case = docs.peek(f"case:{case_id}") or {}
+        case = self._case(docs.tx, case_id)
         accountable = complaint["accountable"]
         technician = docs.peek(f"technician:{accountable}")
         named_outlet = docs.peek(f"outlet:{accountable}")
@@ -125,7 +122,7 @@ class PenaltyReactor:
         known = case.get("registered") and outlet_id and docs.peek(f"outlet:{outlet_id}") is not None
         pending = docs.get(PENDING)
         if not known and not force:
-            pending[complaint_id] = True
+            pending[complaint_id] = case_id
             return []
         pending.pop(complaint_id, None)
         complaint["decided"] = True
@@ -153,17 +150,31 @@ class PenaltyReactor:
                             f"penalty:{complaint_id}")]
 
 
+    def _case(self, tx: Tx, case_id: str) -> dict[str, Any]:
+        """Whether the case is registered, its customer, and the outlet that accepted it."""
+        out: dict[str, Any] = {}
+        story = sorted(self.log.stream_in(tx, f"case:{case_id}"), key=lambda f: (f.time_ms, f.position or 0))
+        for f in story:
+            if f.type in ("case.registered", "case.amended"):
+                if f.type == "case.registered":
+                    out["registered"] = True
+                customer = f.data.get("customer")
+                if isinstance(customer, dict) and customer.get("id"):
+                    out["customer_id"] = customer["id"]
+            elif f.type == "dispatch.accepted":
+                out["outlet_id"] = f.data["outlet_id"]
+        return out
+
+
 def _keys(f: Fact) -> list[str]:
     kind, d = f.type, f.data
     if kind == "technician.registered":
         return [f"technician:{f.subject}"]
     if kind == "outlet.registered":
         return [f"outlet:{f.subject}"]
-    if kind in ("case.registered", "case.amended", "dispatch.accepted"):
-        return [f"case:{f.subject}"]
     if kind == "complaint.filed":
-        return [f"complaint:{d['complaint_id']}", f"case:{f.subject}", f"outlet:{d.get('outlet_id')}"]
+        return [f"complaint:{d['complaint_id']}", f"outlet:{d.get('outlet_id')}"]
     if kind == "complaint.resolved":
         a = d["accountable"]
-        return [f"complaint:{d['complaint_id']}", f"case:{f.subject}", f"technician:{a}", f"outlet:{a}"]
+        return [f"complaint:{d['complaint_id']}", f"technician:{a}", f"outlet:{a}"]
     return []

@@ -81,11 +81,19 @@ class Reactions:
         (and adds the recorded decisions to `decided`, when given)."""
         count = 0
         with self._lock:
+            positions = self.positions()
             for reactor in self.reactors:
-                start = self.positions()[reactor.name]
-                if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
-                    count += self._react(reactor, list(fresh), decided)
-                    start = fresh[-1].position
+                start = positions[reactor.name]
+                if fresh:
+                    # What came between (other reactors' decisions, mostly) is read back; the
+                    # fresh facts are taken as they are; both in one transaction. What comes
+                    # after them (this round's decisions) is taken with the next round.
+                    gap = fresh[0].position - 1 - start
+                    todo = (self.log.read(start, gap, fresh[0].position - 1) if 0 < gap <= self.batch_size
+                            else []) + list(fresh)
+                    if todo[0].position == start + 1 and todo[-1].position == start + len(todo):
+                        count += self._react(reactor, todo, decided)
+                        continue
                 for facts in self.log.follow(start, self.batch_size):
                     count += self._react(reactor, facts, decided)
         return count

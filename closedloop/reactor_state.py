@@ -27,6 +27,8 @@ class Documents:
 
 
 class DocumentSession:
+    """The documents one batch touches, inside the reactor's transaction (`tx`)."""
+
     def __init__(self, table: str, tx: Tx) -> None:
         self.table = table
         self.tx = tx

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
+from closedloop.eventlog import EventLog
 from closedloop.process import engine_fact
 from closedloop.reactor_state import Documents
 from closedloop.storage import Tx
@@ -30,10 +31,13 @@ _PRODUCT_FIELDS = ("model", "product_line", "production_batch", "plant")
 
 class FeedbackRouter:
     name = "feedback-routing"
-    version = "1"
+    version = "2"
 
-    def __init__(self, policy: LoopPolicy) -> None:
+    def __init__(self, policy: LoopPolicy, log: EventLog) -> None:
         self.policy = policy
+        self.log = log
+        # only what routing needs to remember: who routed which case (or call) where, and
+        # completions that wait for their registration; the rest is read from the case's stream
         self.state = Documents("routing_state")
 
     def fingerprint(self) -> str:
@@ -51,21 +55,17 @@ class FeedbackRouter:
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
         docs = self.state.session(tx)
-        docs.load(k for f in facts for k in _keys(f))
+        docs.load(k for f in facts for k in self._keys(f))
         decisions: list[Fact] = []
+        causes = self.policy.feedback_departments
         for f in facts:
             kind, d = f.type, f.data
-            if kind in ("case.registered", "case.amended"):
-                case = docs.get(f"case:{f.subject}")
-                if kind == "case.registered":
-                    case["registered"] = True
-                _details(case, d)
-                decisions += self._route_case(f.subject, case)
-            elif kind == "service.completed":
-                case = docs.get(f"case:{f.subject}")
-                if case.get("completed") is None:
-                    case.update(completed=f.time_ms, cause=d["cause"], fault_code=d["fault_code"])
-                    decisions += self._route_case(f.subject, case)
+            if kind == "service.completed" and d["cause"] in causes:
+                decisions += self._route_case(tx, docs, f.subject)
+            elif kind == "case.registered":
+                waiting = docs.peek(f"case:{f.subject}")
+                if waiting and waiting.get("waiting"):
+                    decisions += self._route_case(tx, docs, f.subject)
             elif kind == "feedback.routed":
                 # keyed as the views key items: by its case when it names one, else by its call
                 key = f"case:{d['case_id']}" if d.get("case_id") else f"call:{d['call_id']}"
@@ -73,33 +73,56 @@ class FeedbackRouter:
                 if d["department"] not in routed:
                     routed.append(d["department"])
             elif kind == "call.received" and d["intent"] in self.policy.intent_departments:
-                call = docs.get(f"call:{f.subject}")
-                decisions += self._route_call(f, call)
+                decisions += self._route_call(f, docs.get(f"call:{f.subject}"))
         docs.flush()
         return decisions
 
-    def _route_case(self, case_id: str, case: dict[str, Any]) -> list[Fact]:
-        # Routed once the case is completed and its registration (what the product is) is known.
-        if case.get("completed") is None or not case.get("registered"):
+    def _keys(self, f: Fact) -> list[str]:
+        if f.type == "service.completed":
+            return [f"case:{f.subject}"] if f.data["cause"] in self.policy.feedback_departments else []
+        if f.type == "case.registered":
+            return [f"case:{f.subject}"]
+        if f.type == "feedback.routed":
+            d = f.data
+            return [f"case:{d['case_id']}" if d.get("case_id") else f"call:{d['call_id']}"]
+        if f.type == "call.received" and f.data["intent"] in self.policy.intent_departments:
+            return [f"call:{f.subject}"]
+        return []
+
+    def _route_case(self, tx: Tx, docs: Any, case_id: str) -> list[Fact]:
+        # The case as its stream tells it, in world time: its first completion counts (as in
+        # the loop), and it is routed once its registration (what the product is) is known.
+        story = sorted(self.log.stream_in(tx, f"case:{case_id}"), key=lambda f: (f.time_ms, f.position or 0))
+        done = next((f for f in story if f.type == "service.completed"), None)
+        if done is None:
             return []
-        dept = self.policy.feedback_departments.get(case["cause"])
-        routed = case.setdefault("routed", [])
-        if dept is None or dept in routed:
+        dept = self.policy.feedback_departments.get(done.data["cause"])
+        doc = docs.peek(f"case:{case_id}") or {}
+        if dept is None or dept in doc.get("routed", ()):
             return []
-        routed.append(dept)
+        doc = docs.get(f"case:{case_id}")
+        if not any(f.type == "case.registered" for f in story):
+            doc["waiting"] = True
+            return []
+        doc.pop("waiting", None)
+        doc.setdefault("routed", []).append(dept)
+        case: dict[str, Any] = {}
+        for f in story:
+            if f.type in ("case.registered", "case.amended"):
+                _details(case, f.data)
+        cause, code = done.data["cause"], done.data["fault_code"]
         product = {k: v for k, v in (case.get("product") or {}).items() if v}
         line = str(product.get("product_line", "product")).replace("_", " ")
         what = f"{line.capitalize()} {product.get('model', '')}".strip()
         fault = case.get("fault")
-        summary = f"{what}: {fault + ' ' if fault else ''}(fault {case['fault_code']}, cause {case['cause']})"
+        summary = f"{what}: {fault + ' ' if fault else ''}(fault {code}, cause {cause})"
         data: dict[str, Any] = {"case_id": case_id, "department": dept, "summary": summary[:1000],
-                                "fault_code": case["fault_code"], "cause": case["cause"],
-                                "rule": f"cause {case['cause']} -> {dept}"}
+                                "fault_code": code, "cause": cause, "rule": f"cause {cause} -> {dept}"}
         if product:
             data["product"] = product
         if case.get("region"):
             data["region"] = case["region"]
-        return [engine_fact("feedback.routed", f"FB-{case_id}-{dept}", case["completed"], data, self.name,
+        return [engine_fact("feedback.routed", f"FB-{case_id}-{dept}", done.time_ms, data, self.name,
                             f"route:case:{case_id}:{dept}")]
 
     def _route_call(self, fact: Fact, call: dict[str, Any]) -> list[Fact]:
@@ -116,17 +139,6 @@ class FeedbackRouter:
             data["case_id"] = d["case_id"]
         return [engine_fact("feedback.routed", f"FB-{fact.subject}-{dept}", fact.time_ms, data, self.name,
                             f"route:call:{fact.subject}:{dept}")]
-
-
-def _keys(f: Fact) -> list[str]:
-    if f.type in ("case.registered", "case.amended", "service.completed"):
-        return [f"case:{f.subject}"]
-    if f.type == "feedback.routed":
-        d = f.data
-        return [f"case:{d['case_id']}" if d.get("case_id") else f"call:{d['call_id']}"]
-    if f.type == "call.received":
-        return [f"call:{f.subject}"]
-    return []
 
 
 def _details(case: dict[str, Any], d: dict[str, Any]) -> None:
