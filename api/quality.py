@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+
+import orjson
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -96,7 +98,9 @@ def tabular(request: Request, body: dict[str, Any], rows: list[dict[str, Any]], 
                 columns.append(k)
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    for r in rows:
+        writer.writerow({k: (" ".join(map(str, v)) if isinstance(v, list) else
+                             orjson.dumps(v).decode() if isinstance(v, dict) else v) for k, v in r.items()})
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{name}.csv"'})
 

@@ -314,8 +314,9 @@ def parts_by_model(storage: Storage, period: Period, filters: dict[str, Any] | N
         for part in r["parts"]:
             key = (r["model"], part)
             used[key] += 1
-            if r["case_id"] not in groups[key]:
-                groups[key].append(r["case_id"])
+            listed = groups[key]
+            if not listed or listed[-1] != r["case_id"]:  # rows come case by case
+                listed.append(r["case_id"])
     out_rows = []
     for key in sorted(used, key=lambda k: (-used[k], [str(x) for x in k])):
         model, part = key

@@ -234,3 +234,22 @@ def test_each_department_sees_its_items_where_they_stood_at_any_moment(engine: E
     one = feedback_view.item(engine.storage, "FB-CASE-1-manufacturing", parse_ms("2026-11-12T00:00:00Z"))
     assert [p["status"] for p in one["phases"]] == ["awaiting_owner", "acting", "reopened"]
     assert [h["type"] for h in one["history"]] == ["feedback.routed", "feedback.acknowledged", "feedback.closed"]
+
+
+def test_a_department_exports_its_items_as_csv(engine: Engine):
+    from fastapi.testclient import TestClient
+
+    from closedloop.api.app import create_app
+
+    engine.submit(case("CASE-1", "2026-10-30T08:00:00Z", cause="manufacturing", batch="B2026-05-C"))
+    with TestClient(create_app(engine, follow_interval=None)) as client:
+        r = client.get("/quality/feedback", params={"department": "manufacturing", "format": "csv",
+                                                    "as_of": "2026-11-05T00:00:00Z"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        header, row = r.text.splitlines()[:2]
+        assert "feedback_ids" in header and "product_production_batch" in header
+        assert "FB-CASE-1-manufacturing" in row and "B2026-05-C" in row and "[" not in row
+        one = client.get("/quality/feedback/FB-CASE-1-manufacturing", params={"as_of": "2026-11-05T00:00:00Z"})
+        assert one.status_code == 200 and one.json()["status"] == "awaiting_owner"
+        assert client.get("/quality/feedback/FB-NOPE").status_code == 404
+        assert client.get("/quality/feedback", params={"status": "lost"}).status_code == 422
