@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup browser demo serve test bench bench-kafka clean
+.PHONY: setup browser demo serve test bench bench-kafka bench-quality clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ bench: setup
 
 bench-kafka: setup
 	$(PY) bench/kafka.py --profile
+
+bench-quality: setup
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -21,7 +21,7 @@ from closedloop.access import RateLimiter
 from closedloop.domain.policy import parse_duration
 from closedloop.engine import Engine
 
-from . import audit, dashboard, events, kafka, loop, observe, operations
+from . import audit, dashboard, events, kafka, loop, observe, operations, quality
 from .common import JSON
 from .security import authenticate, require
 
@@ -35,6 +35,7 @@ ROUTERS = (
     (operations.health_router, None),
     (audit.router, "audit"),
     (kafka.router, "operate"),
+    (quality.router, "read"),
 )
 
 

@@ -71,7 +71,11 @@ def get_controls(
                                             "(default: 30 days before `to`)")] = None,
     to: Annotated[datetime | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
     as_of: AsOf = None,
-    by: Literal["region", "outlet", "product_line"] | None = None,
+    by: Literal["region", "outlet", "product_line", "technician"] | None = None,
+    period: Annotated[Literal["day", "week", "month"] | None,
+                      Query(description="also the rates of each day, ISO week or month, each against the one before")] = None,
+    compare: Annotated[bool, Query(description="also how each rate moved from the window just before")] = False,
+    cases: Annotated[bool, Query(description="list the services behind each count")] = False,
     known_at: KnownAt = None,
 ) -> Any:
     """Complaint, dissatisfaction and omission rates in PPM against the 10 PPM target."""
@@ -80,9 +84,40 @@ def get_controls(
     start = moment_ms(from_, end - 30 * 24 * 3_600_000)
     if start >= end:
         raise HTTPException(422, "from must be before to")
+    if period == "day" and end - start > 400 * 24 * 3_600_000:
+        raise HTTPException(422, "period=day covers at most 400 days: narrow from/to or use week or month")
     with views_known_at(engine, at, known_at) as storage:
-        return controls_view.controls(storage, start, end, at, by) | _known(known_at, at)
+        return controls_view.controls(storage, start, end, at, by, period=period, cases=cases,
+                                      compare=compare) | _known(known_at, at)
 
 
 def _known(known_at: datetime | None, at: int) -> dict[str, Any]:
     return {"known_at": iso(moment_ms(known_at, at))} if known_at is not None else {}
+
+
+@router.get("/controls/cases", tags=["controls"])
+def get_control_cases(
+    engine: EngineDep,
+    measure: Literal["complaint", "dissatisfaction", "omission"],
+    from_: Annotated[datetime | None, Query(alias="from", description="Start of the period "
+                                            "(default: 30 days before `to`)")] = None,
+    to: Annotated[datetime | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
+    as_of: AsOf = None,
+    region: str | None = None,
+    outlet: str | None = None,
+    product_line: str | None = None,
+    technician: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    """The services behind one control's count: which, when, and for an omission the step that leaked."""
+    from closedloop.projections.control_periods import control_cases
+
+    at = moment_ms(as_of, engine.clock())
+    end = moment_ms(to, at)
+    start = moment_ms(from_, end - 30 * 24 * 3_600_000)
+    if start >= end:
+        raise HTTPException(422, "from must be before to")
+    filters = {"region": region, "outlet": outlet, "product_line": product_line, "technician": technician}
+    return control_cases(engine.storage, start, end, at, measure, {k: v for k, v in filters.items() if v is not None},
+                         limit, offset)

@@ -181,6 +181,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     controls = _get(f"{base}/controls?from={iso(to_ms(end - timedelta(days=args.days + 1)))}", keys["analyst"])
     leaks = _get(f"{base}/loop/leaks?limit=5", keys["analyst"])
     _report(summary, controls, leaks)
+    _report_quality(_get(f"{base}/quality/feedback/summary", keys["analyst"]),
+                    _get(f"{base}/settlement?lines=false&from={iso(to_ms(end - timedelta(days=args.days + 1)))}"
+                         f"&to={iso(to_ms(end) + 1)}", keys["analyst"]))
     print("\nAPI keys made for this demo (send as 'Authorization: Bearer <key>'; only their hashes are kept):")
     for role, secret in keys.items():
         print(f"  {role:<9} {secret}")
@@ -223,6 +226,17 @@ def _report(summary: dict[str, Any], controls: dict[str, Any], leaks: dict[str, 
         for item in leaks["items"]:
             who = item["case_id"] or f"call {item['call_id']}"
             print(f"  {who:<16} {item['stage']:<9} due {item['due']}  owner {item['owner']}")
+
+
+def _report_quality(feedback: dict[str, Any], settlement: dict[str, Any]) -> None:
+    print("\nFeedback to the departments (items; open; overdue):")
+    for dept, counts in feedback["departments"].items():
+        open_ = counts["awaiting_owner"] + counts["acting"] + counts["reopened"]
+        print(f"  {dept:<14} {counts['items']:>6} {open_:>6} {counts['overdue']:>6}")
+    total = settlement["total"]
+    print(f"\nSettlement: {total['services']} completed and reviewed services, {len(settlement['statements'])} "
+          f"outlets, net {total['net']} {settlement['currency']} after penalties "
+          f"(closedloop statement --period YYYY-MM, or GET /settlement)")
 
 
 # --- replay --------------------------------------------------------------------------------
@@ -472,6 +486,44 @@ def cmd_publish(args: argparse.Namespace) -> int:
         engine.close()
 
 
+def cmd_statement(args: argparse.Namespace) -> int:
+    from closedloop.domain.quality import money, period_range
+    from closedloop.projections.settlement import statements
+
+    try:
+        start, end = period_range(args.period)
+    except ValueError as exc:
+        print(f"closedloop statement: {exc}", file=sys.stderr)
+        return 2
+    engine = _engine(args)
+    try:
+        at = to_ms(args.as_of) if args.as_of else engine.clock()
+        out = statements(engine.storage, engine.quality, start, end, at, args.outlet)
+        if args.csv:
+            import csv
+
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["outlet_id", "case_id", "kind", "job", "done", "reviewed", "price", "penalties", "net",
+                             "currency"])
+            for st in out["statements"]:
+                for line in st["lines"]:
+                    writer.writerow([st["outlet_id"], line["case_id"], line["kind"], line["job"], line["done"],
+                                     line["reviewed"], money(line["price_cents"]), money(line["penalty_cents"]),
+                                     line["net"], st["currency"]])
+            return 0
+        if args.outlet and not out["statements"]:
+            print(f"closedloop statement: outlet {args.outlet} has no settled cases or penalties in {args.period}",
+                  file=sys.stderr)
+        if not args.outlet:
+            for st in out["statements"]:
+                st.pop("lines", None)
+        out["period"] = args.period
+        _print(out)
+        return 0
+    finally:
+        engine.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="closedloop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -538,6 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", help="a source prefix a producer key may send as (repeatable)")
     p.add_argument("--rate", type=float, default=None, help="events per second this key may send")
     p.set_defaults(func=cmd_keys)
+    p = sub.add_parser("statement", parents=[common],
+                       help="the settlement of the outlets for a period (one outlet's lines with --outlet)")
+    p.add_argument("--period", required=True, help="2026-10 (a month), 2026-W44, 2026-10-30 or 2026")
+    p.add_argument("--outlet", default=None, help="one outlet: its statement, line by line")
+    p.add_argument("--as-of", type=_moment, default=None, help="as the world stood then (default: now)")
+    p.add_argument("--csv", action="store_true", help="the lines as CSV, for a spreadsheet")
+    p.set_defaults(func=cmd_statement)
 
     p = sub.add_parser("status", parents=[common], help="the log's head, the views' lag, the loop now")
     p.set_defaults(func=cmd_status)

@@ -313,11 +313,20 @@ class ComplaintResolved(Data):
 
 
 class FeedbackRouted(Data):
-    case_id: Id
+    # v1 requires case_id; a suggestion or purchase interest from a call that opened no
+    # case names its call instead (docs/EVENTS.md)
+    case_id: Id | None = None
     department: Literal["design", "manufacturing", "sales", "service"]
     summary: Text
     product: Any = None
     fault_code: Id | None = None
+    call_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _names_its_origin(self) -> "FeedbackRouted":
+        if not self.case_id and not self.call_id:
+            raise ValueError("feedback needs the case_id it is about (or, from a call that opened no case, its call_id)")
+        return self
 
 
 class FeedbackAcknowledged(Data):
@@ -351,6 +360,57 @@ class LoopLeaked(Data):
     call_id: Id | None = None
     outlet_id: Id | None = None
     region: Id | None = None
+def _period(text: str) -> str:
+    from closedloop.domain.quality import period_range
+
+    period_range(text)
+    return text
+
+
+Period = Annotated[str, AfterValidator(_period)]
+
+
+class UnitsShipped(Data):
+    """Reference data: how many units of a model, batch and plant were shipped in a period."""
+
+    model: Id
+    production_batch: Id
+    plant: Id
+    quantity: Annotated[int, Field(ge=0)]
+    period: Period
+    product_line: Id | None = None
+
+
+class PenaltyShare(Data):
+    party: Id
+    role: Literal["employee", "manager"]
+    amount_cents: Annotated[int, Field(ge=0)]
+    name: Text | None = None
+
+
+class Payee(Data):
+    case_id: Id
+    customer_id: Id | None = None
+
+
+class PenaltyCharged(Data):
+    """A penalty charged to the people who answer for a complaint, paid to its customer."""
+
+    case_id: Id
+    complaint_id: Id
+    category: Id
+    outlet_id: Id | None = None
+    accountable: Id
+    shares: Annotated[list[PenaltyShare], Field(min_length=1)]
+    total_cents: Annotated[int, Field(ge=0)]
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)]
+    payee: Payee
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> "PenaltyCharged":
+        if sum(s.amount_cents for s in self.shares) != self.total_cents:
+            raise ValueError("total_cents must be the sum of the shares' amount_cents")
+        return self
 
 
 DATA_MODELS: dict[str, type[Data]] = {
@@ -386,6 +446,8 @@ DATA_MODELS: dict[str, type[Data]] = {
     "feedback.acknowledged": FeedbackAcknowledged,
     "feedback.closed": FeedbackClosed,
     "loop.leaked": LoopLeaked,
+    "units.shipped": UnitsShipped,
+    "penalty.charged": PenaltyCharged,
 }
 assert set(DATA_MODELS) == FACT_TYPES, set(DATA_MODELS) ^ FACT_TYPES
 

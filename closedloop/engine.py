@@ -15,6 +15,7 @@ from closedloop import leak_alerts
 from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
+from closedloop.domain.quality import QualityPolicy
 from closedloop.eventlog import Appended, EventLog, now_ms
 from closedloop.logs import log_submission
 from closedloop.projections.loop import LoopView
@@ -46,9 +47,10 @@ class Submitted:
 class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
-                 reactors: Sequence[Reactor] | None = None) -> None:
+                 reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None) -> None:
         self.storage = storage
         self.policy = policy or LoopPolicy()
+        self.quality = quality or QualityPolicy()
         self.clock = clock
         self.log = EventLog(storage, clock=clock)
         self.quarantine = Quarantine(storage)
@@ -56,11 +58,14 @@ class Engine:
         self.loop = LoopView(self.policy)
         # the views, each answering one question; add a new one here
         self.views: list[View] = [self.loop]
+        self.views += quality_views(self.policy)
         self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
         if reactors is None and leak_alerts.enabled():
             self.reactors.append(leak_alerts.LeakAlerts(self.policy))
+        if reactors is None:
+            self.reactors += quality_reactors(self.policy, self.quality, self.log)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         # told of every submission (channel, what the append did, the outcome with what was
@@ -70,6 +75,7 @@ class Engine:
 
     @classmethod
     def open(cls, url: str | None = None, policy: LoopPolicy | None = None, **kwargs: Any) -> "Engine":
+        kwargs.setdefault("quality", QualityPolicy.from_env())
         return cls(open_storage(url), policy or LoopPolicy.from_env(), **kwargs)
 
     def submit(self, events: Sequence[Any], channel: str = "api",
@@ -105,9 +111,12 @@ class Engine:
         for watch in self.watchers:
             watch(channel, appended, out)
         if self.project_on_submit and out.accepted:
-            self.projector.catch_up(fresh=appended.stored)
-            if self.reactors and self.reactions.run(fresh=appended.stored):
-                self.projector.catch_up()
+            # The reactors decide first (they keep their own state, not the views'), so that
+            # the views take the facts and the decisions they caused in one pass.
+            decided: list[Fact] = []
+            if self.reactors:
+                self.reactions.run(fresh=appended.stored, decided=decided)
+            self.projector.catch_up(fresh=appended.stored + decided)
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
@@ -121,6 +130,8 @@ class Engine:
         """Let the passing of time decide (deadlines missed); returns how many decisions."""
         if not self.reactors:
             return 0
+        # reactors judge deadlines against the views (which steps are open): bring them current
+        self.catch_up()
         decided = self.reactions.tick(self.clock())
         if decided:
             self.catch_up()
@@ -146,6 +157,30 @@ class Engine:
 
     def close(self) -> None:
         self.storage.close()
+
+
+def quality_views(policy: LoopPolicy) -> list[View]:
+    """The quality loop's views: the departments' feedback items; services, network, shipments, penalties."""
+    from closedloop.projections.feedback import FeedbackView
+    from closedloop.projections.quality import QualityView
+
+    return [FeedbackView(policy), QualityView()]
+
+
+def quality_reactors(policy: LoopPolicy, quality: QualityPolicy, log: EventLog) -> list[Reactor]:
+    """Feedback routing and penalties, each switched off by CLOSEDLOOP_AUTO_ROUTING=off or
+    CLOSEDLOOP_AUTO_PENALTIES=off (when another system decides them and sends the events)."""
+    import os
+
+    from closedloop.penalties import PenaltyReactor
+    from closedloop.routing import FeedbackRouter
+
+    out: list[Reactor] = []
+    if os.environ.get("CLOSEDLOOP_AUTO_ROUTING", "on").lower() not in ("off", "0", "false", "no"):
+        out.append(FeedbackRouter(policy, log))
+    if os.environ.get("CLOSEDLOOP_AUTO_PENALTIES", "on").lower() not in ("off", "0", "false", "no"):
+        out.append(PenaltyReactor(quality, log))
+    return out
 
 
 def feed(engine: Engine, events: Iterable[Any], batch_size: int = 2000, channel: str = "file",

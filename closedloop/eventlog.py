@@ -195,6 +195,13 @@ class EventLog:
             )
         return [decode(r["position"], r["topic"], bytes(r["state"])) for r in rows]
 
+    def stream_in(self, tx: Tx, stream: str) -> list[Fact]:
+        """One entity's history, read inside a transaction already open (a reactor's)."""
+        col = "rowid" if self.storage.dialect == "sqlite" else "notification_id"
+        rows = tx.all(f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} WHERE originator_id = ? "
+                      "ORDER BY originator_version", [stream])
+        return [decode(r["position"], r["topic"], bytes(r["state"])) for r in rows]
+
     def receipt(self, source: str, event_id: str) -> int | None:
         with self.storage.reading() as tx:
             row = tx.one(f"SELECT position FROM {RECEIPTS_TABLE} WHERE source = ? AND event_id = ?",

@@ -4,9 +4,11 @@ time while still open, once per item, step and due time.
 The loop view (`loop_spans`) says which steps are open and when each is due, but it is
 rewritten case by case and spans millions of closed steps; asking it every second which
 steps have just become overdue would not scale. So the reactor keeps its own small table,
-`leak_watch`: the steps that are open now, refreshed for each case its facts touch (the
-view is current up to those facts when reactors run). Time passing (`due(now)`) then only
-looks at that table. A step that arrives already overdue (a backfill, a late outlet sync)
+`leak_watch`: the steps that are open now. Following the log it only notes which items its
+facts touch (`leak_dirty`); when time is asked about (`due(now)`, by which moment the engine
+has brought the views up to date) it refreshes those items from the view, then looks only
+at its own table. Reading the view at `due` rather than when facts arrive keeps the reactor
+right whatever order the engine runs reactors and views in. A step that arrives already overdue (a backfill, a late outlet sync)
 is alerted at the next look, not lost; a step closed before its due time never is.
 
 The alert's time is the due time (when, in the world, the step leaked); its id is derived
@@ -26,7 +28,8 @@ from closedloop.projections.loop import FEEDBACK, SPANS
 from closedloop.storage import Tx
 
 WATCH = "leak_watch"
-VERSION = "leak-alerts-1"
+DIRTY = "leak_dirty"
+VERSION = "leak-alerts-2"
 _REFERENCE = ("outlet.registered", "technician.registered", "technician.praised", "technician.promoted",
               "stock.received")
 
@@ -48,7 +51,7 @@ class LeakAlerts:
         return f"{VERSION}/{self.policy.fingerprint()}"
 
     def tables(self) -> list[str]:
-        return [WATCH]
+        return [WATCH, DIRTY]
 
     def create_statements(self) -> list[str]:
         return [
@@ -56,6 +59,7 @@ class LeakAlerts:
             "owner TEXT NOT NULL, case_id TEXT, call_id TEXT, outlet_id TEXT, region TEXT, "
             "alerted INTEGER NOT NULL, PRIMARY KEY (item, stage, due))",
             f"CREATE INDEX {WATCH}_pending ON {WATCH} (alerted, due)",
+            f"CREATE TABLE {DIRTY} (item TEXT PRIMARY KEY)",
         ]
 
     # --- following the log: which steps are open --------------------------------------------
@@ -73,7 +77,7 @@ class LeakAlerts:
                     cases.add(f.data["case_id"])
             elif kind.startswith("feedback."):
                 feedback.add(f.subject)
-                if kind == "feedback.routed":
+                if kind == "feedback.routed" and f.data.get("case_id"):
                     cases.add(f.data["case_id"])
             else:
                 cases.add(f.subject)
@@ -83,9 +87,11 @@ class LeakAlerts:
             rows = tx.all(f"SELECT case_id FROM {FEEDBACK} WHERE feedback_id IN ({_marks(chunk)}) "
                           "AND case_id IS NOT NULL", chunk)
             cases.update(r["case_id"] for r in rows)
-        items = [f"case:{c}" for c in sorted(cases)] + [f"call:{c}" for c in sorted(calls)]
-        for chunk in _chunks(items):
-            self._refresh(tx, chunk)
+        # feedback about no case (from a call) is an item of its own in the loop view
+        items = ([f"case:{c}" for c in sorted(cases)] + [f"call:{c}" for c in sorted(calls)]
+                 + [f"feedback:{f}" for f in sorted(feedback)])
+        tx.executemany(f"INSERT INTO {DIRTY} (item) VALUES (?) ON CONFLICT (item) DO NOTHING",
+                       [(i,) for i in items])
         return []  # what is open decides nothing yet; the passing of its due time does
 
     def _refresh(self, tx: Tx, items: list[str]) -> None:
@@ -105,6 +111,10 @@ class LeakAlerts:
 
     # --- time passing: which open steps are now overdue -----------------------------------
     def due(self, tx: Tx, now: int) -> list[Fact]:
+        dirty = [r["item"] for r in tx.all(f"SELECT item FROM {DIRTY}")]
+        for chunk in _chunks(dirty):
+            self._refresh(tx, chunk)
+        tx.execute(f"DELETE FROM {DIRTY}")
         rows = tx.all(f"SELECT item, stage, due, owner, case_id, call_id, outlet_id, region FROM {WATCH} "
                       "WHERE alerted = 0 AND due <= ? ORDER BY due, item, stage", [now])
         if not rows:

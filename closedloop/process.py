@@ -54,6 +54,9 @@ class Reactions:
 
     def _prepare(self, reactor: Reactor) -> None:
         storage = self.log.storage
+        # Read before the write transaction: an in-memory SQLite database has one connection.
+        # A fact appended in between is decided as new; its deterministic id keeps it single.
+        head = self.log.head()
         with storage.writing() as tx:
             row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             if row is not None and row["fingerprint"] == reactor.fingerprint():
@@ -63,7 +66,6 @@ class Reactions:
             for statement in reactor.create_statements():
                 tx.execute(storage.ddl(statement))
             # What the log holds now was decided already: fold it, decide nothing again.
-            head = self.log.head()
             tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, quiet_until, fingerprint) VALUES (?,0,?,?)",
                        [reactor.name, head, reactor.fingerprint()])
@@ -74,27 +76,36 @@ class Reactions:
         known = {r["name"]: r["position"] for r in rows}
         return {r.name: known.get(r.name, 0) for r in self.reactors}
 
-    def run(self, fresh: Sequence[Fact] = ()) -> int:
-        """Let every reactor answer the facts it has not seen; returns how many decisions."""
-        decided = 0
+    def run(self, fresh: Sequence[Fact] = (), decided: list[Fact] | None = None) -> int:
+        """Let every reactor answer the facts it has not seen; returns how many decisions
+        (and adds the recorded decisions to `decided`, when given)."""
+        count = 0
         with self._lock:
+            positions = self.positions()
             for reactor in self.reactors:
-                start = self.positions()[reactor.name]
-                if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
-                    decided += self._react(reactor, list(fresh))
-                    start = fresh[-1].position
+                start = positions[reactor.name]
+                if fresh:
+                    # What came between (other reactors' decisions, mostly) is read back; the
+                    # fresh facts are taken as they are; both in one transaction. What comes
+                    # after them (this round's decisions) is taken with the next round.
+                    gap = fresh[0].position - 1 - start
+                    todo = (self.log.read(start, gap, fresh[0].position - 1) if 0 < gap <= self.batch_size
+                            else []) + list(fresh)
+                    if todo[0].position == start + 1 and todo[-1].position == start + len(todo):
+                        count += self._react(reactor, todo, decided)
+                        continue
                 for facts in self.log.follow(start, self.batch_size):
-                    decided += self._react(reactor, facts)
-        return decided
+                    count += self._react(reactor, facts, decided)
+        return count
 
-    def _react(self, reactor: Reactor, facts: list[Fact]) -> int:
-        def work(session: AppendSession) -> int:
+    def _react(self, reactor: Reactor, facts: list[Fact], decided: list[Fact] | None = None) -> int:
+        def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
             row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             position, quiet_until = row["position"], row["quiet_until"]
             todo = [f for f in facts if f.position > position]
             if not todo:
-                return 0
+                return []
             quiet = [f for f in todo if f.position <= quiet_until]
             if quiet:
                 reactor.react(tx, quiet)  # state only: these were decided before
@@ -106,9 +117,12 @@ class Reactions:
                        [todo[-1].position, reactor.name, position])
             if tx.rowcount() != 1:
                 raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")
-            return len(stored)
+            return stored
 
-        return self.log.transaction(work)
+        stored = self.log.transaction(work)
+        if decided is not None:
+            decided.extend(stored)
+        return len(stored)
 
     def tick(self, now: int) -> int:
         """Ask every reactor what the passing of time has decided (deadlines missed)."""

@@ -53,10 +53,14 @@ class WorkloadSpec:
     outlets: int = 40
     regions: int = 8
     end: datetime | None = None  # tz-aware; None = DEFAULT_END
+    # months of production, before the reference data is set up, whose shipped quantities are sent
+    shipment_months: int = 12
 
     def __post_init__(self) -> None:
         if self.days < 1 or self.calls_per_day < 0 or self.outlets < 1 or self.regions < 1:
             raise ValueError("a workload needs days >= 1, calls_per_day >= 0, outlets >= 1, regions >= 1")
+        if self.shipment_months < 0:
+            raise ValueError("shipment_months must be >= 0")
         if self.end is not None and self.end.tzinfo is None:
             raise ValueError("end must be timezone-aware (UTC)")
 
@@ -200,6 +204,14 @@ _TIER_LABEL = {"authorized": "Authorized Repair Point", "specialized": "Speciali
 _HQ_NETWORK = "/hq/network"
 _HQ_FEEDBACK = "/hq/feedback"
 _HQ_QUALITY = "/hq/service-quality"
+_HQ_SHIPPING = "/hq/shipping"
+
+# Calls the engine routes as feedback by their intent (the loop policy's defaults), and
+# answered by the department like any other item: its id is the engine's, from the call.
+CALL_FEEDBACK = {"suggestion": "design", "purchase_interest": "sales"}
+# A small share of repairs is of a unit repaired earlier (same customer, same serial).
+REPEAT_SHARE = 0.04
+_REPEAT_WINDOW = 80 * DAY
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -373,10 +385,12 @@ def network_events(spec: WorkloadSpec) -> list[dict]:
     start = _end_ts(spec) - spec.days * DAY
     t0 = start - start % DAY - 60 * DAY + 9 * HOUR  # set up two months before the first call
     out = []
+    managers = random.Random(f"closedloop.workload:{spec.seed}:managers")
     for i, o in enumerate(net.outlets):
         out.append(_envelope(f"REG-{o.id}", _HQ_NETWORK, "outlet.registered", t0 + i * MINUTE, o.id, {
             "name": o.name, "tier": o.tier, "regions": list(o.regions), "product_lines": list(o.lines),
             "daily_capacity": o.capacity,
+            "manager": f"{managers.choice(_SURNAMES)} {managers.choice(_GIVEN)}",
         }))
     t = t0 + DAY
     for o in net.outlets:
@@ -391,6 +405,33 @@ def network_events(spec: WorkloadSpec) -> list[dict]:
             quantity = rng.randint(200, 1000) if level == 1 else rng.randint(20, 120) if level == 2 else rng.randint(5, 30)
             out.append(_envelope(f"RCV-{wid}-{k + 1:04d}", f"/warehouse/{wid}", "stock.received", t, wid,
                                  {"level": level, "region": region, "part_no": part, "quantity": quantity}))
+    out += _shipments(spec, t0 + 3 * DAY)
+    return out
+
+
+def _shipments(spec: WorkloadSpec, at: int) -> list[dict]:
+    """Units shipped per model, production batch and plant, for the production months that
+    had ended when the reference data was loaded (the shipping history, imported at `at`)."""
+    rng = random.Random(f"closedloop.workload:{spec.seed}:shipments")
+    made = datetime.fromtimestamp(at, UTC).replace(day=1, hour=0, minute=0, second=0)
+    months = []
+    for _ in range(spec.shipment_months):
+        made = (made - timedelta(days=1)).replace(day=1)
+        months.append((made.year, made.month))
+    out = []
+    n = 0
+    for line in _CATALOG.values():
+        for model in line.models:
+            for plant in line.plants:
+                for year, month in sorted(months):
+                    for letter in "ABCD":
+                        n += 1
+                        batch = f"B{year}-{month:02d}-{letter}"
+                        out.append(_envelope(
+                            f"SHIP-{n:06d}", _HQ_SHIPPING, "units.shipped", at + n, f"SHIP-{model}-{batch}-{plant}", {
+                                "model": model, "production_batch": batch, "plant": plant,
+                                "product_line": next(k for k, v in _CATALOG.items() if v is line),
+                                "quantity": rng.randrange(20, 80) * 100, "period": f"{year}-{month:02d}"}))
     return out
 
 
@@ -443,6 +484,7 @@ def _plans(spec: WorkloadSpec, net: _Network | None = None) -> Iterator[_Plan]:
     """Every call of the workload as a plan, day by day, in call order, ids given in that order."""
     net = net or _Network(spec)
     rng = random.Random(f"closedloop.workload:{spec.seed}:plans")
+    answers = random.Random(f"closedloop.workload:{spec.seed}:call-feedback")
     end = _end_ts(spec)
     start = end - spec.days * DAY
     hour_cum = list(accumulate(_HOUR_WEIGHTS))
@@ -484,6 +526,11 @@ def _plans(spec: WorkloadSpec, net: _Network | None = None) -> Iterator[_Plan]:
                     asked_at, case_id = recent[rng.randrange(len(recent))]
                     if asked_at < p.call_ts - HOUR:  # a customer chasing a case registered earlier
                         p.ref_case = case_id
+                if p.intent in CALL_FEEDBACK:
+                    # the department names an owner well within 72 h, and verifies the action later
+                    ack = p.call_ts + answers.randint(2 * HOUR, 60 * HOUR)
+                    p.steps.append((ack, "call_feedback_acknowledged", None))
+                    p.steps.append((ack + answers.randint(2 * DAY, 10 * DAY), "call_feedback_closed", None))
             yield p
 
 
@@ -833,6 +880,16 @@ class _Texture:
             self.fault = f"The customer asks for cleaning and a check-up of the {line.label}"
             self.fault_code = "NONE"
 
+    _UNIT = ("customer_id", "known", "phone", "customer", "product", "in_warranty", "batch", "plant", "model")
+
+    def unit(self) -> dict:
+        """Who owns which unit: what a repeat repair of the same unit has in common with the first."""
+        return {name: getattr(self, name) for name in self._UNIT}
+
+    def adopt(self, unit: dict) -> None:
+        for name, value in unit.items():
+            setattr(self, name, dict(value) if isinstance(value, dict) else value)
+
 
 _SUMMARIES = {
     "consultation": ("Asks how long the warranty lasts", "Asks how to set the energy-saving mode",
@@ -867,12 +924,15 @@ _OWNERS = {
     "design": ("Liu Yang", "Chen Jing", "Zhou Tao"),
     "manufacturing": ("Zhao Gang", "Sun Li", "Ma Chao"),
     "service": ("Huang Min", "Guo Hui", "Lin Ping"),
+    "sales": ("Xu Lei", "He Yan", "Gao Jun"),
 }
 _ACTIONS = {
     "design": "Engineering change for {model}: redesign the failing assembly; release in the next revision",
     "manufacturing": "Audit batch {batch} at {plant}; add an end-of-line check for fault {code}",
     "installation": "Retrain installers in {region} on this model's mounting and drainage",
     "transport": "Carrier to add corner protection; inspect handling at the regional warehouse",
+    "suggestion": "Product planning to weigh the suggestion for the next model revision",
+    "purchase_interest": "Regional sales to call the customer back with an offer within a week",
 }
 _ADVICE = {
     "misreport": "Explained the normal operating noise and temperature cycle; nothing is broken",
@@ -1011,6 +1071,16 @@ def _render(p: _Plan, x: _Texture, ts: int, kind: str, arg) -> tuple[str, str, s
         dept = FEEDBACK_DEPARTMENTS[p.cause]
         return f"/quality/{dept}", "feedback.closed", p.feedback_id, {
             "verified": True, "note": "Corrective action verified on new production"}
+    if kind == "call_feedback_acknowledged":
+        dept = CALL_FEEDBACK[p.intent]
+        owners = _OWNERS[dept]
+        return f"/quality/{dept}", "feedback.acknowledged", f"FB-{p.call_id}-{dept}", {
+            "owner": f"{owners[ts % len(owners)]} ({dept})", "corrective_action": _ACTIONS[p.intent],
+            "due": _rfc3339(ts + 21 * DAY)}
+    if kind == "call_feedback_closed":
+        dept = CALL_FEEDBACK[p.intent]
+        return f"/quality/{dept}", "feedback.closed", f"FB-{p.call_id}-{dept}", {
+            "verified": True, "note": "Done and checked with the customer"}
     if kind == "complaint_call":
         return p.seat, "call.received", p.complaint_call_id, {
             "phone": x.phone, "intent": "complaint", "customer_id": x.customer_id, "case_id": case,
@@ -1054,6 +1124,8 @@ def case_events(spec: WorkloadSpec) -> Iterator[dict]:
     net = _Network(spec)
     end = _end_ts(spec)
     texture_rng = random.Random(f"closedloop.workload:{spec.seed}:texture")
+    repeat_rng = random.Random(f"closedloop.workload:{spec.seed}:repeats")
+    repeat_pool: dict[tuple[str, str], deque] = {}
     late_rng = random.Random(f"closedloop.workload:{spec.seed}:delivery")
     pending: list[tuple[int, int, dict]] = []  # by world time
     held: list[tuple[int, int, dict]] = []  # late ones, by when they finally arrive
@@ -1075,6 +1147,15 @@ def case_events(spec: WorkloadSpec) -> Iterator[dict]:
     for p in _plans(spec, net):
         yield from release(p.call_ts)  # nothing planned later can happen before this call
         x = _Texture(texture_rng, net, p)
+        if p.has_case and p.intent == "repair":
+            pool = repeat_pool.setdefault((p.region, p.line), deque(maxlen=200))
+            if pool and repeat_rng.random() < REPEAT_SHARE:
+                earlier = [u for t, u in pool if p.call_ts - _REPEAT_WINDOW <= t < p.call_ts]
+                if earlier:
+                    x.adopt(repeat_rng.choice(earlier))
+            done = p.when("completed")
+            if done is not None:
+                pool.append((done, x.unit()))
         key = p.key
         for n, (ts, kind, arg) in enumerate(p.steps):
             if ts > end:

@@ -47,6 +47,8 @@ STREAM_KIND: dict[str, str] = {
     "feedback.closed": "feedback",
     # the engine's alerts, in a stream per case (or per call never recorded as a case)
     "loop.leaked": "alert",
+    "units.shipped": "shipment",
+    "penalty.charged": "penalty",
 }
 
 FACT_TYPES = frozenset(STREAM_KIND)

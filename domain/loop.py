@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .facts import Fact, parse_ms
+from .feedback import FeedbackItem
 from .policy import LoopPolicy
 
 STAGES = ("recorded", "handled", "reviewed", "fed_back")
@@ -101,6 +102,13 @@ def lite(fact: Fact) -> dict[str, Any]:
             "cause": data["cause"],
             "first_visit": data["first_visit"],
         }
+    if t == "feedback.routed":
+        out = {"department": data["department"]}
+        if data.get("call_id"):
+            out["call_id"] = data["call_id"]
+        return out
+    if t == "feedback.acknowledged":
+        return {"owner": data["owner"], "due": parse_ms(data["due"]) if data.get("due") else None}
     keep = (
         "outlet_id", "technician_id", "by", "reason", "working", "reached", "satisfaction",
         "complaint_id", "category", "accountable", "request_id", "part_no", "to_outlet_id",
@@ -224,6 +232,7 @@ class _Walk:
         self.fed_back: int | None = None
         self.feedback_department: str | None = None
         self.routed: dict[str, str] = {}  # feedback id -> department
+        self.items: dict[str, FeedbackItem] = {}  # department -> its item about this case
         self.complained: int | None = None
         self.dissatisfied: int | None = None
         self.anomalies: list[dict[str, Any]] = []
@@ -260,11 +269,25 @@ class _Walk:
         return (self.completed + self.policy.review_within, "callback-desk", self.outlet)
 
     def fed_back_view(self) -> tuple[int, str, str | None] | None:
-        if self.completed is None or self.feedback_department is None or self.fed_back is not None:
+        if self.completed is None or self.feedback_department is None:
             return None
-        dept = self.feedback_department
-        owner = f"department:{dept}" if dept in self.routed.values() else "feedback-desk"
-        return (self.completed + self.policy.feed_back_within, owner, self.outlet)
+        item = self.items.get(self.feedback_department)
+        if item is None:  # nobody has routed it to the department yet
+            return (self.completed + self.policy.feed_back_within, "feedback-desk", self.outlet)
+        owes = item.obligation(self.completed, self.policy.feed_back_within)
+        return None if owes is None else (owes[0], owes[1], self.outlet)
+
+    def other_feedback_views(self) -> dict[str, tuple[int, str, str | None]]:
+        """Items the case's cause does not require (routed elsewhere, or from a call about
+        the case) owe their answers all the same: each is a fed-back item of its own."""
+        out = {}
+        for dept, item in self.items.items():
+            if dept == self.feedback_department:
+                continue
+            owes = item.obligation(item.routed, self.policy.feed_back_within)
+            if owes is not None:
+                out[f"feedback:{item.feedback_ids[0]}"] = (owes[0], owes[1], self.outlet)
+        return out
 
     def views(self) -> tuple[Any, Any, Any, Any]:
         return (self.recorded_view(), self.handled_view(), self.reviewed_view(), self.fed_back_view())
@@ -353,6 +376,7 @@ class _Walk:
             self.profile["fault_code"] = d["fault_code"]
             self.profile["cause"] = d["cause"]
             self.feedback_department = self.policy.feedback_departments.get(d["cause"])
+            self._update_fed_back()
             if self.handled is None:
                 self.handled, self.handled_by = t, "completed"
         elif kind == "case.cancelled":
@@ -377,19 +401,30 @@ class _Walk:
 
     def feedback_fact(self, t: int, feedback_id: str, kind: str, d: dict[str, Any]) -> None:
         if kind == "feedback.routed":
-            self.routed[feedback_id] = d["department"]
-        elif kind == "feedback.acknowledged":
+            dept = d["department"]
+            if feedback_id in self.routed:
+                if self.routed[feedback_id] != dept:
+                    self.flag(t, f"feedback {feedback_id} routed again, to {dept}: the first routing stands")
+                return
+            self.routed[feedback_id] = dept
+            item = self.items.get(dept)
+            if item is None:
+                item = self.items[dept] = FeedbackItem(dept, t)
+            # the engine's routing and a producer's of the same case to the same department are one item
+            item.route(feedback_id)
+        else:
             dept = self.routed.get(feedback_id)
             if dept is None:
-                self.flag(t, f"feedback {feedback_id} acknowledged before it was routed")
+                self.flag(t, f"feedback {feedback_id} {kind.split('.', 1)[1]} before it was routed")
                 return
-            if (
-                self.fed_back is None
-                and self.feedback_department is not None
-                and dept == self.feedback_department
-                and d.get("owner")
-            ):
-                self.fed_back = t
+            anomaly = self.items[dept].fold(t, kind, d)
+            if anomaly:
+                self.flag(t, f"feedback {feedback_id}: {anomaly}")
+        self._update_fed_back()
+
+    def _update_fed_back(self) -> None:
+        item = self.items.get(self.feedback_department) if self.feedback_department else None
+        self.fed_back = item.done if item is not None else None
 
 
 def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: bool = True) -> Assessment:
@@ -413,6 +448,7 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: b
     item = f"case:{file.case_id}"
     spans: list[Span] = []
     current: list[Any] = [None, None, None, None]  # per stage: [opened, view]
+    others: dict[str, list[Any]] = {}  # feedback items the cause does not require: [opened, view]
     for t, _pos, _order, kind, d, fid in timeline:
         if upto is not None and t > upto:
             break
@@ -430,10 +466,13 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: b
                 opened, (due, owner, outlet) = cur
                 spans.append(Span(item, STAGES[i], opened, t, due, owner, outlet))
             current[i] = [t, view] if view is not None else None
+        if w.items or others:
+            _follow_others(others, w.other_feedback_views(), t, spans)
     for i, cur in enumerate(current):
         if cur is not None:
             opened, (due, owner, outlet) = cur
             spans.append(Span(item, STAGES[i], opened, None, due, owner, outlet))
+    _follow_others(others, {}, None, spans)
 
     # A call that complains about this case is recorded by the first complaint filed after it.
     complaint_times = sorted(t for t, _p, k, _d in file.facts if k == "complaint.filed")
@@ -490,6 +529,46 @@ def _step_states(w: _Walk, spans: list[Span], upto: int | None) -> dict[str, Ste
         else:
             out[stage] = StepState(stage, "not_due_yet" if required[stage] else "not_required")
     return out
+
+
+def _follow_others(current: dict[str, list[Any]], views: dict[str, Any], t: int | None, spans: list[Span]) -> None:
+    """Close the spans of other feedback items whose view changed at t (all of them when t is None)."""
+    for name in sorted(set(current) | set(views)):
+        cur, view = current.get(name), views.get(name)
+        if cur is not None and cur[1] == view:
+            continue
+        if cur is not None:
+            opened, (due, owner, outlet) = cur
+            spans.append(Span(name, "fed_back", opened, t, due, owner, outlet))
+            del current[name]
+        if view is not None:
+            current[name] = [t, view]
+
+
+def feedback_spans(feedback_id: str, entries: Iterable[list[Any]], policy: LoopPolicy) -> list[Span]:
+    """A feedback item about no case (a suggestion or a purchase interest from a call) is
+    open at the fed-back step on its own, by the same rules as a case's."""
+    item: FeedbackItem | None = None
+    name = f"feedback:{feedback_id}"
+    spans: list[Span] = []
+    current: list[Any] | None = None
+    for t, _pos, kind, d in sorted(entries, key=lambda e: (e[0], e[1])):
+        if kind == "feedback.routed":
+            if item is None:
+                item = FeedbackItem(d["department"], t, [feedback_id])
+        elif item is not None:
+            item.fold(t, kind, d)
+        if item is None:
+            continue
+        view = item.obligation(item.routed, policy.feed_back_within)
+        if current is not None and current[1] == view:
+            continue
+        if current is not None:
+            spans.append(Span(name, "fed_back", current[0], t, current[1][0], current[1][1]))
+        current = [t, view] if view is not None else None
+    if current is not None:
+        spans.append(Span(name, "fed_back", current[0], None, current[1][0], current[1][1]))
+    return [s for s in spans if s.closed is None or s.closed > s.opened]
 
 
 def call_spans(call_id: str, call_t: int, intent: str, owner: str | None, policy: LoopPolicy) -> list[Span]:

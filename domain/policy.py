@@ -24,6 +24,31 @@ def parse_duration(text: str) -> int:
     return int(float(number) * _UNIT_MS[unit or "m"])
 
 
+DEPARTMENTS = ("design", "manufacturing", "sales", "service")
+CAUSES = ("design", "manufacturing", "installation", "transport", "usage", "wear", "unknown")
+INTENTS = ("repair", "install", "maintenance", "consultation", "complaint", "suggestion",
+           "purchase_interest", "follow_up")
+
+
+def parse_routes(text: str, choices: tuple[str, ...]) -> dict[str, str]:
+    """'design=design, installation=service' -> {"design": "design", "installation": "service"};
+    an empty text routes nothing."""
+    routes: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, dept = (p.strip() for p in part.partition("="))
+        if not sep or not key or not dept:
+            raise ValueError(f"{part!r} is not a route: write what=department, e.g. design=design")
+        if key not in choices:
+            raise ValueError(f"{key!r} is not one of {', '.join(choices)}")
+        if dept not in DEPARTMENTS:
+            raise ValueError(f"{dept!r} is not a department: {', '.join(DEPARTMENTS)}")
+        routes[key] = dept
+    return routes
+
+
 @dataclass(frozen=True)
 class LoopPolicy:
     """Deadlines of the four nothing-missed steps, in milliseconds."""
@@ -51,6 +76,10 @@ class LoopPolicy:
             "transport": "service",
         }
     )
+    # intent of a call -> department its feedback goes to (a call that opens no case)
+    intent_departments: dict[str, str] = field(
+        default_factory=lambda: {"suggestion": "design", "purchase_interest": "sales"}
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "LoopPolicy":
@@ -71,7 +100,16 @@ class LoopPolicy:
                     overrides[name] = parse_duration(value)
                 except ValueError as exc:
                     raise ValueError(f"CLOSEDLOOP_{name.upper()}: {exc}") from None
-        return cls(**overrides)
+        routes: dict[str, dict[str, str]] = {}
+        for name, choices in (("feedback_departments", CAUSES), ("intent_departments", INTENTS)):
+            var = "CLOSEDLOOP_ROUTE_CAUSES" if name == "feedback_departments" else "CLOSEDLOOP_ROUTE_INTENTS"
+            value = env.get(var)
+            if value is not None:
+                try:
+                    routes[name] = parse_routes(value, choices)
+                except ValueError as exc:
+                    raise ValueError(f"{var}: {exc}") from None
+        return cls(**overrides, **routes)
 
     def fingerprint(self) -> str:
         """Views built under another policy are stale: this tells them apart."""

@@ -18,7 +18,7 @@ from closedloop.storage import Storage
 from .loop import ITEMS
 
 TARGET_PPM = 10.0
-GROUPS = {"region": "region", "outlet": "outlet_id", "product_line": "product_line"}
+GROUPS = {"region": "region", "outlet": "outlet_id", "product_line": "product_line", "technician": "technician_id"}
 MEASURES = {"complaint": "complained", "dissatisfaction": "dissatisfied", "omission": "first_leak"}
 
 
@@ -41,10 +41,25 @@ def _rates(services: int, counts: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-def controls(storage: Storage, start: int, end: int, at: int, by: str | None = None) -> dict[str, Any]:
-    """Rates for services begun in [start, end), judged at `at`; optionally grouped."""
+def controls(storage: Storage, start: int, end: int, at: int, by: str | None = None,
+             period: str | None = None, cases: bool = False, compare: bool = False) -> dict[str, Any]:
+    """Rates for services begun in [start, end), judged at `at`; optionally grouped.
+
+    `compare` adds how each rate moved from the window of the same length just before;
+    `period` (day, week or month) adds the rates of each calendar period in the window,
+    each with its move from the period before; `cases` lists the services behind each count.
+    """
     if by is not None and by not in GROUPS:
         raise ValueError(f"by must be one of {', '.join(GROUPS)}")
+    result = _controls(storage, start, end, at, by)
+    if not (period or cases or compare):
+        return result
+    from .control_periods import enrich
+
+    return enrich(storage, result, start, end, at, by, period, cases, compare)
+
+
+def _controls(storage: Storage, start: int, end: int, at: int, by: str | None = None) -> dict[str, Any]:
     sums = ", ".join(
         f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items()
     )

@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import orjson
 
 from closedloop.domain.facts import STREAM_KIND, Fact
-from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, call_spans, lite
+from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, call_spans, feedback_spans, lite
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-7"
+SCHEMA_VERSION = "loop-8"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -132,7 +132,7 @@ class _Batch:
                     case_ids.add(f.data["case_id"])
             elif kind.startswith("feedback."):
                 fb_ids.add(f.subject)
-                if kind == "feedback.routed":
+                if kind == "feedback.routed" and f.data.get("case_id"):
                     case_ids.add(f.data["case_id"])
             elif kind in ("outlet.registered", "technician.registered", "technician.praised",
                           "technician.promoted", "stock.received"):
@@ -258,7 +258,7 @@ class _Batch:
         case_id, entries = self.feedback.get(fid) or (None, [])
         entries = entries + [[fact.time_ms, fact.position or 0, fact.type, lite(fact)]]
         if fact.type == "feedback.routed" and case_id is None:
-            case_id = fact.data["case_id"]
+            case_id = fact.data.get("case_id")
         self.feedback[fid] = (case_id, entries)
         self.dirty_feedback.add(fid)
         if case_id:
@@ -296,6 +296,17 @@ class _Batch:
                           None, None, None, None, own[0].due, 0, None))
             spans.extend(_span_row(s, None, call_id, None) for s in own)
             stale_items.append(f"call:{call_id}")
+        # Feedback about no case (from a call) is a fed-back item of its own.
+        for fid in sorted(self.dirty_feedback):
+            fb_case, entries = self.feedback[fid]  # type: ignore[misc]
+            if fb_case is not None:
+                continue
+            routed = next((e for e in entries if e[2] == "feedback.routed"), None)
+            if routed is None:
+                continue
+            stale_items.append(f"feedback:{fid}")
+            spans.extend(_span_row(s, None, routed[3].get("call_id"), None)
+                         for s in feedback_spans(fid, entries, self.policy))
         case_ids = sorted(self.dirty_cases)
         newly_registered = 0
         for case_id in case_ids:

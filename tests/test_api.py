@@ -112,11 +112,13 @@ def test_the_case_view_shows_timeline_steps_and_owner(client: TestClient):
     r = client.get("/cases/CASE-1", params={"as_of": "2026-11-05T00:00:00Z"})
     assert r.status_code == 200
     case = r.json()
+    # the manufacturing cause is routed by the engine at the completion
     assert [e["type"] for e in case["timeline"]] == ["call.received", "case.registered", "service.completed",
-                                                     "callback.made"]
+                                                     "feedback.routed", "callback.made"]
+    assert case["timeline"][3]["source"] == "/closedloop/engine/feedback-routing"
     assert {s: v["status"] for s, v in case["steps"].items()} == {
         "recorded": "done", "handled": "done", "reviewed": "done", "fed_back": "overdue"}
-    assert case["owner"] == "feedback-desk" and case["loop_closed"] is False
+    assert case["owner"] == "department:manufacturing" and case["loop_closed"] is False
     earlier = client.get("/cases/CASE-1", params={"as_of": "2026-10-30T09:00:00Z"}).json()
     assert [e["type"] for e in earlier["timeline"]] == ["call.received", "case.registered"]
     assert earlier["steps"]["handled"]["status"] == "open" and earlier["owner"] == "dispatch"

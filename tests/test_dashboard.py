@@ -315,8 +315,8 @@ def test_the_controls_by_region_list_every_region_as_the_api_groups_them(demo: D
 
 def test_pages_whose_routes_are_not_on_the_server_are_hidden(demo: Demo, page: Page):
     login(page, demo.api.base, demo.analyst)
-    assert page.locator("nav a").all_inner_texts() == ["Loop", "Three controls"]
-    page.goto(demo.api.base + "/#/quality")
+    assert page.locator("nav a").all_inner_texts() == ["Loop", "Three controls", "Defects"]
+    page.goto(demo.api.base + "/#/network")
     expect(page.locator("main h1")).to_have_text("Not on this server")
 
 

@@ -57,7 +57,7 @@ def test_events_ingested_rejected_and_resent_are_counted_by_type_and_source(engi
     # a type outside the contract is one label, whatever was sent
     assert value(m, "closedloop_events_rejected_total", type="(unknown)", source="/callback/desk-4") == 1
     assert value(m, "closedloop_quarantine_open") == 2
-    assert value(m, "closedloop_log_head") == len(STORY)
+    assert value(m, "closedloop_log_head") == engine.log.head() >= len(STORY)  # with the engine's own decisions
 
 
 def test_open_steps_and_leaks_per_stage_are_the_loop_summarys(engine: Engine):

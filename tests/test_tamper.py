@@ -38,7 +38,8 @@ def tamper(engine: Engine, sql: str, params: list) -> None:
 
 def test_an_untouched_log_verifies(sealed: Engine):
     verdict = chain.verify(sealed.storage)
-    assert verdict.ok and verdict.checked == 16 and verdict.head == sealed.log.head()
+    events = sum(len(batch) for batch in sealed.log.follow(0))
+    assert verdict.ok and verdict.checked == events >= 16 and verdict.head == sealed.log.head()
 
 
 def test_an_altered_event_is_caught_at_its_position(sealed: Engine):

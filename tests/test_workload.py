@@ -53,6 +53,7 @@ REQUIRED = {
     "feedback.closed": ("verified",),
     "technician.praised": ("case_id", "kind"),
     "technician.promoted": ("level", "exam_passed_at"),
+    "units.shipped": ("model", "production_batch", "plant", "quantity", "period"),
 }
 NESTED_REQUIRED = {
     ("case.registered", "customer"): ("id", "name", "phone", "address", "region"),
@@ -341,6 +342,8 @@ def test_cases_go_to_outlets_that_serve_them_and_their_own_technicians(default):
 
 def test_feedback_goes_to_the_department_that_owns_the_cause(workload):
     for case_id, events in workload.by_case.items():
+        if case_id == "?":  # answers to the engine's routing of calls (suggestions, purchase interest)
+            continue
         causes = [e["data"]["cause"] for e in events if e["type"] == "service.completed"]
         for e in events:
             if e["type"] == "feedback.routed":
