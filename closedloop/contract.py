@@ -170,10 +170,21 @@ class CaseAmended(Data):
         return self
 
 
+class DispatchCandidate(Data):
+    outlet_id: Id
+    tier: Literal["authorized", "specialized", "center"]
+    load: Annotated[int, Field(ge=0)]
+    capacity: Annotated[int, Field(ge=0)]
+
+
 class CaseDispatched(Data):
     outlet_id: Id
     by: Literal["system", "agent"]
     accept_by: Time | None = None
+    # what the engine adds when it dispatches by itself: whom, and why, most decisive first
+    technician_id: Id | None = None
+    reasons: list[Text] | None = None
+    candidates: list[DispatchCandidate] | None = None
 
 
 class DispatchAccepted(Data):
@@ -341,6 +352,64 @@ class TechnicianPromoted(Data):
     exam_passed_at: Time
 
 
+# --- service network operations: what the engine decides, and the retraining that undoes it
+PermitStatus = Literal["normal", "warning", "eliminated"]
+
+
+class TechnicianRetrained(Data):
+    exam_passed_at: Time
+    center_id: Id | None = None
+
+
+class DispatchAlarmed(Data):
+    outlet_id: Id
+    dispatched_at: Time
+    accept_by: Time
+    level: Literal[1, 2]
+    reason: Text | None = None
+    # level 2 says what the escalation did: another outlet, or the service center
+    action: Literal["page", "redispatch", "to_center"] | None = None
+
+
+class DispatchHeld(Data):
+    reason: Text
+    region: Detail = None
+    product_line: Detail = None
+    retry_at: Time | None = None
+
+
+class PartHeld(Data):
+    request_id: Id
+    reason: Text
+    warehouse_id: Id | None = None
+
+
+class PermitPointsChanged(Data):
+    rule: Id
+    points: int
+    balance: int
+    status: PermitStatus
+    reason: Text
+    case_id: Id | None = None
+
+
+class PermitStatusChanged(Data):
+    previous: PermitStatus
+    status: PermitStatus
+    balance: int
+    rule: Id
+    reason: Text
+    case_id: Id | None = None
+
+
+class PermitReviewed(Data):
+    period_start: Time
+    period_end: Time
+    balance_before: int
+    balance: int
+    status: PermitStatus
+
+
 DATA_MODELS: dict[str, type[Data]] = {
     "outlet.registered": OutletRegistered,
     "technician.registered": TechnicianRegistered,
@@ -373,6 +442,13 @@ DATA_MODELS: dict[str, type[Data]] = {
     "feedback.routed": FeedbackRouted,
     "feedback.acknowledged": FeedbackAcknowledged,
     "feedback.closed": FeedbackClosed,
+    "technician.retrained": TechnicianRetrained,
+    "dispatch.alarmed": DispatchAlarmed,
+    "dispatch.held": DispatchHeld,
+    "part.held": PartHeld,
+    "permit.points_changed": PermitPointsChanged,
+    "permit.status_changed": PermitStatusChanged,
+    "permit.reviewed": PermitReviewed,
 }
 assert set(DATA_MODELS) == FACT_TYPES, set(DATA_MODELS) ^ FACT_TYPES
 

@@ -45,6 +45,13 @@ STREAM_KIND: dict[str, str] = {
     "feedback.routed": "feedback",
     "feedback.acknowledged": "feedback",
     "feedback.closed": "feedback",
+    "technician.retrained": "technician",
+    "dispatch.alarmed": "case",
+    "dispatch.held": "case",
+    "part.held": "case",
+    "permit.points_changed": "technician",
+    "permit.status_changed": "technician",
+    "permit.reviewed": "technician",
 }
 
 FACT_TYPES = frozenset(STREAM_KIND)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from closedloop.domain.facts import Fact
+from closedloop.domain.facts import STREAM_KIND, Fact
 from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, call_spans, lite
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
@@ -34,6 +34,8 @@ _ITEM_COLUMNS = (
     "region", "outlet_id", "technician_id", "product_line", "model", "complained",
     "dissatisfied", "first_leak", "anomalies", "file",
 )
+# Facts about the network (outlets, technicians and their permits, warehouses): not a case's.
+_NOT_CASES = frozenset(t for t, kind in STREAM_KIND.items() if kind in ("outlet", "technician", "warehouse"))
 _SPAN_COLUMNS = ("item", "case_id", "call_id", "stage", "opened", "closed", "due", "owner", "outlet_id", "region")
 
 
@@ -116,8 +118,7 @@ class _Batch:
                 fb_ids.add(f.subject)
                 if kind == "feedback.routed":
                     case_ids.add(f.data["case_id"])
-            elif kind in ("outlet.registered", "technician.registered", "technician.praised",
-                          "technician.promoted", "stock.received"):
+            elif kind in _NOT_CASES:
                 continue
             else:
                 case_ids.add(f.subject)
@@ -187,8 +188,7 @@ class _Batch:
             self._call_received(fact)
         elif kind.startswith("feedback."):
             self._feedback(fact)
-        elif kind in ("outlet.registered", "technician.registered", "technician.praised",
-                      "technician.promoted", "stock.received"):
+        elif kind in _NOT_CASES:
             return
         else:
             file = self.file(fact.subject)
