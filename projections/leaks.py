@@ -68,7 +68,7 @@ def leaks(storage: Storage, at: int, flt: LeakFilter, limit: int = 100, offset: 
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM {SPANS} WHERE {clause}", params)["n"]
         rows = tx.all(
-            f"SELECT item, case_id, call_id, stage, opened, due, owner, outlet_id, region FROM {SPANS} "
+            f"SELECT item, case_id, call_id, stage, opened, due, owner, outlet_id, region, waiting_for FROM {SPANS} "
             f"WHERE {clause} ORDER BY due, item, stage LIMIT ? OFFSET ?",
             params + [limit, offset],
         )
@@ -83,6 +83,7 @@ def leaks(storage: Storage, at: int, flt: LeakFilter, limit: int = 100, offset: 
             "open_since": iso(r["opened"]),
             "region": r["region"],
             "outlet_id": r["outlet_id"],
+            "waiting_for": r["waiting_for"],
         }
         for r in rows
     ]

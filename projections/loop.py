@@ -22,7 +22,7 @@ from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, c
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-5"
+SCHEMA_VERSION = "loop-6"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -36,7 +36,8 @@ _ITEM_COLUMNS = (
 )
 # Facts about the network (outlets, technicians and their permits, warehouses): not a case's.
 _NOT_CASES = frozenset(t for t, kind in STREAM_KIND.items() if kind in ("outlet", "technician", "warehouse"))
-_SPAN_COLUMNS = ("item", "case_id", "call_id", "stage", "opened", "closed", "due", "owner", "outlet_id", "region")
+_SPAN_COLUMNS = ("item", "case_id", "call_id", "stage", "opened", "closed", "due", "owner", "outlet_id", "region",
+                 "waiting_for")
 
 
 @dataclass
@@ -71,7 +72,7 @@ class LoopView:
             f"CREATE INDEX {ITEMS}_started ON {ITEMS} (started)",
             f"CREATE TABLE {SPANS} (item TEXT NOT NULL, case_id TEXT, call_id TEXT, stage TEXT NOT NULL, "
             "opened {bigint} NOT NULL, closed {bigint}, due {bigint} NOT NULL, owner TEXT NOT NULL, "
-            "outlet_id TEXT, region TEXT)",
+            "outlet_id TEXT, region TEXT, waiting_for TEXT)",
             f"CREATE INDEX {SPANS}_due ON {SPANS} (due, stage)",
             f"CREATE INDEX {SPANS}_case ON {SPANS} (case_id)",
             f"CREATE INDEX {SPANS}_item ON {SPANS} (item)",
@@ -316,7 +317,7 @@ def _call_of(span: Span, file: CaseFile) -> str | None:
 
 
 def _span_row(s: Span, case_id: str | None, call_id: str | None, region: str | None) -> tuple[Any, ...]:
-    return (s.item, case_id, call_id, s.stage, s.opened, s.closed, s.due, s.owner, s.outlet_id, region)
+    return (s.item, case_id, call_id, s.stage, s.opened, s.closed, s.due, s.owner, s.outlet_id, region, s.waiting_for)
 
 
 def _item_row(file: CaseFile, a: Assessment) -> tuple[Any, ...]:
