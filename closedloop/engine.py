@@ -14,6 +14,7 @@ from closedloop.contract import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
 from closedloop.eventlog import Appended, EventLog, now_ms
+from closedloop.network import NetworkConfig, network_reactors
 from closedloop.projections.loop import LoopView
 from closedloop.process import Reactions, Reactor
 from closedloop.projections.runner import Projector, View
@@ -43,7 +44,7 @@ class Submitted:
 class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
-                 reactors: Sequence[Reactor] | None = None) -> None:
+                 reactors: Sequence[Reactor] | None = None, network: NetworkConfig | None = None) -> None:
         self.storage = storage
         self.policy = policy or LoopPolicy()
         self.clock = clock
@@ -54,13 +55,15 @@ class Engine:
         self.views: list[View] = [self.loop]
         self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
-        self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
+        self.network = network or NetworkConfig()
+        self.reactors: list[Reactor] = list(reactors) if reactors is not None else network_reactors(self.network)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         self._submit_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str | None = None, policy: LoopPolicy | None = None, **kwargs: Any) -> "Engine":
+        kwargs.setdefault("network", NetworkConfig.from_env())
         return cls(open_storage(url), policy or LoopPolicy.from_env(), **kwargs)
 
     def submit(self, events: Sequence[Any], channel: str = "api",

@@ -326,6 +326,8 @@ def walk_dispatch(case_id: str, entries: Iterable[Sequence[Any]], policy: Dispat
                 target.level = max(target.level, d["level"])
             if d["level"] >= 2:
                 s.escalations += 1
+                if d["outlet_id"] not in s.tried:
+                    s.tried.append(d["outlet_id"])
             alarm = Alarm(key, d["outlet_id"], d["level"], t, d["dispatched_at"], d["accept_by"],
                           d.get("action"), d.get("reason"))
             s.alarms.append(alarm)

@@ -244,6 +244,7 @@ class Violation:
     time: int
     reason: str
     units: int = 1
+    cause: str | None = None  # the key of the fact that showed it
 
 
 def _hours(ms: int) -> str:
@@ -252,14 +253,20 @@ def _hours(ms: int) -> str:
 
 def violations(entries: Iterable[Sequence[Any]], rules: PermitRules) -> list[Violation]:
     """The permit rules a case's facts show broken, walked in world time: (time, position,
-    type, lite data) entries."""
+    type, lite data[, key]) entries; each violation names the key of the fact that showed it."""
     out: list[Violation] = []
     technician: str | None = None
     appointment: int | None = None
     first_visitor: str | None = None
     completed_by: str | None = None
     complaints: dict[str, tuple[str, str | None]] = {}
-    for t, _pos, kind, d in sorted(entries, key=lambda e: (e[0], e[1])):
+    for entry in sorted(entries, key=lambda e: (e[0], e[1])):
+        t, _pos, kind, d = entry[:4]
+        cause = entry[4] if len(entry) > 4 else None
+
+        def flag(rule: str, who: str, reason: str, units: int = 1) -> None:
+            out.append(Violation(rule, who, t, reason, units, cause))
+
         if kind == "dispatch.accepted":
             technician = d["technician_id"]
         elif kind in ("case.dispatched", "case.transferred"):
@@ -269,9 +276,8 @@ def violations(entries: Iterable[Sequence[Any]], rules: PermitRules) -> list[Vio
             if d["agreed"]:
                 appointment = d["at"]
             elif appointment is not None and technician is not None and d["at"] != appointment:
-                out.append(Violation("promise_broken", technician, t,
-                                     f"the appointment agreed for {iso(appointment)} was moved to {iso(d['at'])} "
-                                     "without the customer's agreement"))
+                flag("promise_broken", technician, f"the appointment agreed for {iso(appointment)} was moved to "
+                     f"{iso(d['at'])} without the customer's agreement")
         elif kind == "visit.arrived":
             if first_visitor is None:
                 first_visitor = d["technician_id"]
@@ -280,19 +286,17 @@ def violations(entries: Iterable[Sequence[Any]], rules: PermitRules) -> list[Vio
             by = d["technician_id"]
             completed_by = by
             if appointment is not None and t > appointment + rules.promise_grace:
-                out.append(Violation("promise_broken", by, t,
-                                     f"completed {_hours(t - appointment)} after the appointment agreed for "
-                                     f"{iso(appointment)} (allowed: {_hours(rules.promise_grace)})"))
+                flag("promise_broken", by, f"completed {_hours(t - appointment)} after the appointment agreed for "
+                     f"{iso(appointment)} (allowed: {_hours(rules.promise_grace)})")
             five = d.get("five_ones") or {}
             missing = [k for k in FIVE_ONES if five.get(k) is False]
             if missing:
-                out.append(Violation("non_standard_service", by, t,
-                                     "non-standard service, missing of the five ones: "
-                                     + ", ".join(_FIVE_ONES_WORDS[k] for k in missing), units=len(missing)))
+                flag("non_standard_service", by, "non-standard service, missing of the five ones: "
+                     + ", ".join(_FIVE_ONES_WORDS[k] for k in missing), units=len(missing))
             if d["first_visit"] is False:
                 who = first_visitor or by
                 extra = f" (completed by {by})" if who != by else ""
-                out.append(Violation("not_fixed_first_visit", who, t, f"not fixed on the first visit{extra}"))
+                flag("not_fixed_first_visit", who, f"not fixed on the first visit{extra}")
         elif kind == "complaint.filed":
             complaints[d["complaint_id"]] = (d["category"], d.get("technician_id"))
         elif kind == "complaint.resolved":
@@ -302,9 +306,8 @@ def violations(entries: Iterable[Sequence[Any]], rules: PermitRules) -> list[Vio
             category, named = found
             who = named or completed_by
             if who and d.get("accountable") == who:
-                out.append(Violation(category, who, t,
-                                     f"complaint {d['complaint_id']} ({category.replace('_', ' ')}) upheld against "
-                                     f"the technician: {d.get('resolution') or 'resolved'}"))
+                flag(category, who, f"complaint {d['complaint_id']} ({category.replace('_', ' ')}) upheld against "
+                     f"the technician: {d.get('resolution') or 'resolved'}")
     return out
 
 
