@@ -177,14 +177,15 @@ class Permit:
     def review(self, rules: PermitRules, at: int) -> list[tuple[str, dict[str, Any]]]:
         """The yearly review: a new period with full points, unless the permit is eliminated."""
         before = self.balance
-        out: list[tuple[str, dict[str, Any]]] = []
         if self.status != "eliminated":
             self.balance = rules.start_points
-        out.append(("permit.reviewed", {"period_start": iso(self.period_start), "period_end": iso(at),
-                                        "balance_before": before, "balance": self.balance, "status": self.status}))
-        if self.status == "warning":
+        after = "normal" if self.status == "warning" else self.status
+        out: list[tuple[str, dict[str, Any]]] = [
+            ("permit.reviewed", {"period_start": iso(self.period_start), "period_end": iso(at),
+                                 "balance_before": before, "balance": self.balance, "status": after})]
+        if after != self.status:
             out.append(("permit.status_changed", self._status(
-                "normal", "yearly_review", None, f"yearly review: a new period starts with {self.balance} points")))
+                after, "yearly_review", None, f"yearly review: a new period starts with {self.balance} points")))
         self.period_start = at
         return out
 
