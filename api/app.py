@@ -17,12 +17,12 @@ from fastapi.responses import RedirectResponse, Response
 
 from closedloop.engine import Engine
 
-from . import events, loop, operations
+from . import events, loop, network, operations
 from .common import JSON
 
 log = logging.getLogger("closedloop.api")
 
-ROUTERS = (events.router, loop.router, operations.router)
+ROUTERS = (events.router, loop.router, operations.router, network.router)
 
 
 def _event_schemas() -> dict[str, Any]:

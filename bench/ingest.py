@@ -109,7 +109,7 @@ def engine_over_http(batches: list[bytes], db: Path, synchronous: str) -> tuple[
         took = time.perf_counter() - started
         print(file=sys.stderr)
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
-        assert health["view_lag"] == {"loop": 0}, health
+        assert set(health["view_lag"].values()) == {0}, health
         return accepted / took, latencies, accepted
     finally:
         server.terminate()

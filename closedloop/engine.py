@@ -16,6 +16,7 @@ from closedloop.domain.policy import LoopPolicy
 from closedloop.eventlog import Appended, EventLog, now_ms
 from closedloop.network import NetworkConfig, network_reactors
 from closedloop.projections.loop import LoopView
+from closedloop.projections.network import NetworkView
 from closedloop.process import Reactions, Reactor
 from closedloop.projections.runner import Projector, View
 from closedloop.quarantine import Quarantine
@@ -53,9 +54,10 @@ class Engine:
         self.loop = LoopView(self.policy)
         # the views, each answering one question; add a new one here
         self.views: list[View] = [self.loop]
+        self.network = network or NetworkConfig()
+        self.views.append(NetworkView(self.network.dispatch))
         self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
-        self.network = network or NetworkConfig()
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else network_reactors(self.network)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
