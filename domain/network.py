@@ -195,7 +195,7 @@ class Assignment:
     technician_id: str | None = None
     accepted: int | None = None
     released: int | None = None
-    how: str | None = None  # declined | superseded | transferred | back_to_dispatch
+    how: str | None = None  # declined | superseded | escalated | transferred | back_to_dispatch
     level: int = 0  # highest alarm raised on it
 
     @property
@@ -264,7 +264,7 @@ def walk_dispatch(case_id: str, entries: Iterable[Sequence[Any]], policy: Dispat
                 if name in d:
                     setattr(s, name, d[name])
         elif kind == "case.dispatched":
-            release(t, "superseded")
+            release(t, "escalated" if s.current is not None and s.current.level >= 2 else "superseded")
             s.current = Assignment(key, d["outlet_id"], d["by"], t, d.get("accept_by") or t + policy.accept_within,
                                    d.get("technician_id"))
             s.assignments.append(s.current)
