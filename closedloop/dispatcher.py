@@ -268,6 +268,8 @@ class _Batch:
                     technicians.add(technician)
         for f in facts:
             rec = self.records[f.subject]
+            if f.type == "service.completed" and rec.get("serial"):
+                serials.add(rec["serial"])
             for field in ("outlet_id", "to_outlet_id"):
                 if f.data.get(field):
                     named.add((f.data[field], self.policy.day_of(f.time_ms)))
@@ -394,7 +396,10 @@ class _Batch:
             state = walk_dispatch(case_id, rec["e"], self.policy)
             expected = self.expected_deadline(rec, state)
             if expected != (row["due"], row["kind"]):
-                self.settle(case_id, rec, state)  # settled meanwhile: only the deadline was stale
+                # settled meanwhile: only the deadline row was stale
+                rec["deadline"] = list(expected) if expected else None
+                self.deadlines[case_id] = expected
+                self.dirty.add(case_id)
                 continue
             at, kind = expected
             if kind == "alarm":
@@ -457,7 +462,7 @@ class _Batch:
 
     def settle(self, case_id: str, rec: dict[str, Any], state: DispatchState) -> None:
         """The load each assignment takes, and the case's next deadline, after a change."""
-        rec["region"], rec["line"] = state.region, state.product_line
+        rec["region"], rec["line"], rec["serial"] = state.region, state.product_line, state.serial
         new = [h for h in state.holds(self.policy)]
         old = rec.get("holds") or []
         if new != old:
@@ -475,8 +480,11 @@ class _Batch:
             rec["holds"] = new
             self.dirty.add(case_id)
         deadline = self.expected_deadline(rec, state)
-        if self.deadlines.get(case_id, "unknown") != deadline:
+        known = tuple(rec["deadline"]) if rec.get("deadline") else None
+        if deadline != known:
+            rec["deadline"] = list(deadline) if deadline else None
             self.deadlines[case_id] = deadline
+            self.dirty.add(case_id)
 
     def flush(self) -> None:
         tx = self.tx

@@ -103,6 +103,7 @@ class _Batch:
         self.stock: dict[tuple[str, str], list[int]] = {}
         self.stock_dirty: set[tuple[str, str]] = set()
         self.shelves_loaded: set[tuple[str, str | None]] = set()
+        self.held: dict[str, tuple[str, str | None]] | None = None  # request id -> (case, part), loaded once
 
     # --- loading -----------------------------------------------------------------------------
     def prefetch(self, facts: Sequence[Fact]) -> None:
@@ -175,7 +176,7 @@ class _Batch:
         self.stock[(w, part)][0] += f.data["quantity"]
         self.stock_dirty.add((w, part))
         if self.decide:
-            self.reconsider(f"SELECT request_id FROM {REQUESTS} WHERE part_no = ? AND status = 'held'", [part], f)
+            self.reconsider(f)
 
     def case_fact(self, f: Fact) -> None:
         case = self.cases.get(f.subject)
@@ -207,7 +208,7 @@ class _Batch:
             case["closed"] = "cancelled"
         self.cases_dirty.add(f.subject)
         if reconsider and self.decide:
-            self.reconsider(f"SELECT request_id FROM {REQUESTS} WHERE case_id = ? AND status = 'held'", [f.subject], f)
+            self.reconsider(f)
 
     def part_fact(self, f: Fact) -> None:
         rid = f.data["request_id"]
@@ -227,20 +228,28 @@ class _Batch:
                 and state.status == "requested"):
             self.evaluate(rid, req, state, f.time_ms, key)
 
-    def reconsider(self, sql: str, params: list[Any], cause: Fact) -> None:
-        ids = [r["request_id"] for r in self.tx.all(sql, params)]
-        ids += [rid for rid, req in self.requests.items() if req.get("status") == "held" and rid not in ids]
-        self.load_requests(set(ids))
-        for rid in sorted(set(ids)):
+    def reconsider(self, cause: Fact) -> None:
+        """Decide again the held requests this fact may release: for its part, or its case."""
+        if self.held is None:
+            rows = self.tx.all(f"SELECT request_id, case_id, part_no FROM {REQUESTS} WHERE status = 'held'")
+            self.held = {r["request_id"]: (r["case_id"], r["part_no"]) for r in rows}
+        for rid, req in self.requests.items():  # what this batch has changed and not yet written
+            if req.get("status") == "held":
+                self.held[rid] = (req["case"], req.get("part"))
+            else:
+                self.held.pop(rid, None)
+        if cause.type == "stock.received":
+            ids = {rid for rid, (_case, part) in self.held.items() if part == cause.data["part_no"]}
+        else:
+            ids = {rid for rid, (case, _part) in self.held.items() if case == cause.subject}
+        if not ids:
+            return
+        self.load_requests(ids)
+        for rid in sorted(ids):
             req = self.requests[rid]
             state = walk_request(rid, req["case"], req["e"])
-            if state.status != "held":
-                continue
-            if cause.type == "stock.received" and state.part_no != cause.data["part_no"]:
-                continue
-            if cause.type != "stock.received" and req["case"] != cause.subject:
-                continue
-            self.evaluate(rid, req, state, max(cause.time_ms, state.requested or 0), fact_key(cause))
+            if state.status == "held":
+                self.evaluate(rid, req, state, max(cause.time_ms, state.requested or 0), fact_key(cause))
 
     # --- deciding ----------------------------------------------------------------------------
     def evaluate(self, rid: str, req: dict[str, Any], state: RequestState, at: int, cause: str) -> None:

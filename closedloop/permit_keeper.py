@@ -131,6 +131,9 @@ class _Batch:
             else:
                 technicians.add(f.subject)
         self.load_cases(case_ids)
+        for f in facts:
+            if f.type == "service.completed":
+                serials.update(e[3]["serial"] for e in self.cases[f.subject]["e"] if e[3].get("serial"))
         for row in rows_by(self.tx, f"SELECT serial, case_id, completed, technician_id FROM {SERIALS} "
                            "WHERE serial IN ({marks})", serials):
             self.serials[row["serial"]] = (row["case_id"], row["completed"], row["technician_id"])
@@ -144,7 +147,7 @@ class _Batch:
         for row in rows_by(self.tx, f"SELECT case_id, record FROM {CASES} WHERE case_id IN ({{marks}})", need):
             self.cases[row["case_id"]] = orjson.loads(row["record"])
         for c in need:
-            self.cases.setdefault(c, {"e": [], "q": []})
+            self.cases.setdefault(c, {"e": [], "q": [], "d": []})
 
     def load_permits(self, technicians: set[str]) -> None:
         need = {t for t in technicians if t not in self.techs}
@@ -232,9 +235,13 @@ class _Batch:
                     found.append(Violation(v.rule, v.technician_id, v.time, v.reason, v.units, key))
         quiet = set(rec["q"])
         found += [v for v in violations(rec["e"], self.rules) if v.cause not in quiet]
+        decided = set(rec.setdefault("d", []))
         for v in found:
-            self.change(v.technician_id, f.subject, v.rule, -self.rules.deductions.get(v.rule, 0) * v.units, v.time,
-                        v.reason)
+            if f"{v.technician_id}|{v.rule}" in decided:
+                continue  # decided already, as the case remembers: no need to look at the permit
+            if self.change(v.technician_id, f.subject, v.rule, -self.rules.deductions.get(v.rule, 0) * v.units,
+                           v.time, v.reason):
+                rec["d"].append(f"{v.technician_id}|{v.rule}")
 
     def serial(self, serial: str) -> tuple[str, int, str] | None:
         row = self.tx.one(f"SELECT case_id, completed, technician_id FROM {SERIALS} WHERE serial = ?", [serial])
@@ -242,16 +249,17 @@ class _Batch:
         return self.serials[serial]
 
     # --- deciding ----------------------------------------------------------------------------
-    def change(self, technician_id: str, case_id: str, rule: str, points: int, at: int, reason: str) -> None:
-        """Apply a rule to a technician's permit for a case, once."""
+    def change(self, technician_id: str, case_id: str, rule: str, points: int, at: int, reason: str) -> bool:
+        """Apply a rule to a technician's permit for a case, once; True if it is applied (now or before)."""
         if points == 0:
-            return  # a rule the configuration does not score
+            return False  # a rule the configuration does not score
         key = f"permit:{technician_id}:{case_id}:{rule}"
         tech = self.tech(technician_id, at)
         if f"{self.k.source}|{key}" in tech.applied:
-            return
+            return True
         entries = tech.permit.change(self.rules, rule, points, reason, case_id)
         self.record(technician_id, tech, at, entries, key)
+        return True
 
     def record(self, technician_id: str, tech: _Tech, at: int, entries: list[tuple[str, dict[str, Any]]],
                key: str) -> None:
