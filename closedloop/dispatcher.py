@@ -47,12 +47,21 @@ from closedloop.domain.network import (
 from closedloop.process import engine_fact
 from closedloop.storage import Tx
 
-from .reacting import digest, replaying, rows_by, rows_by_pairs, source_of
+from .reacting import (
+    advance_watermark,
+    digest,
+    horizon,
+    replaying,
+    rows_by,
+    rows_by_pairs,
+    source_of,
+    watermark_table,
+)
 
 NAME = "dispatcher"
-SCHEMA = "dispatcher-1"
+SCHEMA = "dispatcher-2"
 OUTLETS, COVERAGE, STAFF, LOAD = "dsp_outlets", "dsp_coverage", "dsp_staff", "dsp_load"
-CASES, SERIALS, DEADLINES = "dsp_cases", "dsp_serials", "dsp_deadlines"
+CASES, SERIALS, DEADLINES, WATERMARK = "dsp_cases", "dsp_serials", "dsp_deadlines", "dsp_watermark"
 REFERENCE = frozenset({"outlet.registered", "technician.registered", "permit.status_changed"})
 
 
@@ -67,11 +76,14 @@ class Dispatcher:
         return f"{SCHEMA}/{self.policy.fingerprint()}"
 
     def tables(self) -> list[str]:
-        return [OUTLETS, COVERAGE, STAFF, LOAD, CASES, SERIALS, DEADLINES]
+        return [OUTLETS, COVERAGE, STAFF, LOAD, CASES, SERIALS, DEADLINES, WATERMARK]
 
     def create_statements(self) -> list[str]:
         return [
-            f"CREATE TABLE {OUTLETS} (outlet_id TEXT PRIMARY KEY, tier TEXT NOT NULL, daily_capacity INTEGER NOT NULL)",
+            # with how many of its technicians are on each permit status: what its capacity today depends on
+            f"CREATE TABLE {OUTLETS} (outlet_id TEXT PRIMARY KEY, tier TEXT NOT NULL, daily_capacity INTEGER NOT NULL, "
+            "n_normal INTEGER NOT NULL DEFAULT 0, n_warning INTEGER NOT NULL DEFAULT 0, "
+            "n_eliminated INTEGER NOT NULL DEFAULT 0)",
             f"CREATE TABLE {COVERAGE} (region TEXT NOT NULL, product_line TEXT NOT NULL, outlet_id TEXT NOT NULL, "
             "PRIMARY KEY (region, product_line, outlet_id))",
             f"CREATE INDEX {COVERAGE}_outlet ON {COVERAGE} (outlet_id)",
@@ -84,12 +96,14 @@ class Dispatcher:
             f"CREATE TABLE {SERIALS} (serial TEXT PRIMARY KEY, case_id TEXT NOT NULL, completed {{bigint}} NOT NULL)",
             f"CREATE TABLE {DEADLINES} (case_id TEXT PRIMARY KEY, due {{bigint}} NOT NULL, kind TEXT NOT NULL)",
             f"CREATE INDEX {DEADLINES}_due ON {DEADLINES} (due)",
+            watermark_table(WATERMARK),
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
         relevant = [f for f in facts if f.type in DISPATCH_FACTS or f.type in REFERENCE]
         if not relevant:
             return []
+        advance_watermark(tx, WATERMARK, relevant, self.source)
         batch = _Batch(self, tx, decide=not replaying(tx, NAME, facts))
         i = 0
         while i < len(relevant):
@@ -105,12 +119,19 @@ class Dispatcher:
         batch.flush()
         return batch.decisions
 
+    # deadlines handled per tick: a tick is one transaction, and appends wait for it; the API's
+    # follow thread ticks every second, so a backlog is worked off in short steps
+    per_tick = 2000
+
     def due(self, tx: Tx, now: int) -> list[Fact]:
+        now = horizon(tx, WATERMARK, now, self.policy.behind)
         decisions: list[Fact] = []
         seen: set[tuple[str, int, str]] = set()
-        for _ in range(50):  # a chain (re-dispatched, again not accepted) settles within a few rounds
-            rows = tx.all(f"SELECT case_id, due, kind FROM {DEADLINES} WHERE due <= ? ORDER BY due, case_id LIMIT 500",
-                          [now])
+        for _ in range(10):  # a chain (re-dispatched, again not accepted) settles within a few rounds
+            if len(seen) >= self.per_tick:
+                break
+            rows = tx.all(f"SELECT case_id, due, kind FROM {DEADLINES} WHERE due <= ? ORDER BY due, case_id LIMIT ?",
+                          [now, min(500, self.per_tick - len(seen))])
             rows = [r for r in rows if (r["case_id"], r["due"], r["kind"]) not in seen]
             if not rows:
                 break
@@ -134,6 +155,7 @@ class _Batch:
         self.records: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()
         self.outlets: dict[str, Outlet] = {}
+        self.counts: dict[str, tuple[tuple[str, int], ...]] = {}
         self.coverage: dict[tuple[str, str], list[str]] = {}
         self.staff: dict[str, Staff] = {}
         self.staff_of: dict[str, list[str]] = {}
@@ -164,20 +186,32 @@ class _Batch:
                  for r in f.data["regions"] for line in f.data["product_lines"]],
             )
         technicians = {f.subject: f.data["outlet_id"] for f in facts if f.type == "technician.registered"}
+        statuses = {f.subject: f.data["status"] for f in facts if f.type == "permit.status_changed"}
+        counted = set(outlets) | set(technicians.values())
+        if technicians or statuses:
+            counted |= {r["outlet_id"] for r in rows_by(
+                tx, f"SELECT outlet_id FROM {STAFF} WHERE technician_id IN ({{marks}})", set(technicians) | set(statuses))
+                if r["outlet_id"]}
         if technicians:
             tx.executemany(
                 f"INSERT INTO {STAFF} (technician_id, outlet_id, status, jobs) VALUES (?,?,'normal',0) "
                 "ON CONFLICT (technician_id) DO UPDATE SET outlet_id = excluded.outlet_id",
                 sorted(technicians.items()),
             )
-        statuses = {f.subject: f.data["status"] for f in facts if f.type == "permit.status_changed"}
         if statuses:
             tx.executemany(
                 f"INSERT INTO {STAFF} (technician_id, outlet_id, status, jobs) VALUES (?,NULL,?,0) "
                 "ON CONFLICT (technician_id) DO UPDATE SET status = excluded.status",
                 sorted(statuses.items()),
             )
+        for chunk in _chunks(sorted(counted)):
+            tx.execute(
+                f"UPDATE {OUTLETS} SET " + ", ".join(
+                    f"n_{s} = (SELECT COUNT(*) FROM {STAFF} t WHERE t.outlet_id = {OUTLETS}.outlet_id AND t.status = '{s}')"
+                    for s in ("normal", "warning", "eliminated"))
+                + f" WHERE outlet_id IN ({','.join('?' * len(chunk))})", chunk)
         self.outlets.clear()
+        self.counts.clear()
         self.coverage.clear()
         self.staff.clear()
         self.staff_of.clear()
@@ -205,18 +239,23 @@ class _Batch:
         self.load_loads(outlets, days)
 
     def load_outlets(self, outlet_ids: set[str]) -> None:
-        need = {o for o in outlet_ids if o not in self.staff_of}
+        need = {o for o in outlet_ids if o not in self.outlets}
         if not need:
             return
-        for row in rows_by(self.tx, f"SELECT outlet_id, tier, daily_capacity FROM {OUTLETS} "
-                           "WHERE outlet_id IN ({marks})", need):
+        for row in rows_by(self.tx, f"SELECT * FROM {OUTLETS} WHERE outlet_id IN ({{marks}})", need):
             self.outlets[row["outlet_id"]] = Outlet(row["outlet_id"], row["tier"], row["daily_capacity"])
-        for o in need:
-            self.staff_of[o] = []
-        for row in rows_by(self.tx, f"SELECT technician_id, outlet_id, status, jobs FROM {STAFF} "
-                           "WHERE outlet_id IN ({marks})", need):
-            self.staff.setdefault(row["technician_id"], Staff(row["technician_id"], row["status"], row["jobs"]))
-            self.staff_of[row["outlet_id"]].append(row["technician_id"])
+            self.counts[row["outlet_id"]] = (("normal", row["n_normal"]), ("warning", row["n_warning"]),
+                                             ("eliminated", row["n_eliminated"]))
+
+    def staff_for(self, outlet_id: str) -> list[Staff]:
+        """The outlet's technicians, for naming the one who gets a job."""
+        if outlet_id not in self.staff_of:
+            self.staff_of[outlet_id] = []
+            for row in self.tx.all(f"SELECT technician_id, status, jobs FROM {STAFF} WHERE outlet_id = ? "
+                                   "ORDER BY technician_id", [outlet_id]):
+                self.staff.setdefault(row["technician_id"], Staff(row["technician_id"], row["status"], row["jobs"]))
+                self.staff_of[outlet_id].append(row["technician_id"])
+        return [self.staff[t] for t in self.staff_of[outlet_id]]
 
     def load_technicians(self, technician_ids: set[str]) -> None:
         need = {t for t in technician_ids if t not in self.staff}
@@ -342,8 +381,7 @@ class _Batch:
             if outlet is None:
                 continue
             self.load_loads({o}, {day})
-            staff = tuple(self.staff[t] for t in self.staff_of.get(o, []))
-            out.append(Candidate(outlet, self.loads[(o, day)], staff))
+            out.append(Candidate(outlet, self.loads[(o, day)], counts=self.counts[o]))
         return out
 
     def dispatch(self, rec: dict[str, Any], state: DispatchState, at: int, cause: str, retry: bool,
@@ -357,7 +395,7 @@ class _Batch:
         day = self.policy.day_of(at)
         choice, why = choose(self.candidates(state.region, state.product_line, day), state.region,
                              state.product_line, self.policy, higher_tier_reason(state, rec.get("repeat")),
-                             avoid=[*state.tried, *avoid])
+                             avoid=[*state.tried, *avoid], staff_of=self.staff_for)
         if choice is None:
             if escalation is not None:
                 return False

@@ -55,4 +55,5 @@ def network_reactors(config: NetworkConfig) -> list[Any]:
     from closedloop.parts_approver import PartsApprover
     from closedloop.permit_keeper import PermitKeeper
 
-    return [PermitKeeper(config.permit), PartsApprover(config.parts), Dispatcher(config.dispatch)]
+    return [PermitKeeper(config.permit, config.dispatch.behind), PartsApprover(config.parts),
+            Dispatcher(config.dispatch)]

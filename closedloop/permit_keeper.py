@@ -31,11 +31,11 @@ from closedloop.domain.permit import (
 from closedloop.process import engine_fact
 from closedloop.storage import Tx
 
-from .reacting import digest, replaying, rows_by, source_of
+from .reacting import advance_watermark, digest, horizon, replaying, rows_by, source_of, watermark_table
 
 NAME = "permit-keeper"
 SCHEMA = "permit-keeper-1"
-PERMITS, CASES, SERIALS = "pmt_permits", "pmt_cases", "pmt_serials"
+PERMITS, CASES, SERIALS, WATERMARK = "pmt_permits", "pmt_cases", "pmt_serials", "pmt_watermark"
 OWN = frozenset({"permit.points_changed", "permit.status_changed", "permit.reviewed"})
 TECHNICIAN_FACTS = frozenset({"technician.registered", "technician.praised", "technician.retrained"}) | OWN
 
@@ -43,15 +43,16 @@ TECHNICIAN_FACTS = frozenset({"technician.registered", "technician.praised", "te
 class PermitKeeper:
     name = NAME
 
-    def __init__(self, rules: PermitRules) -> None:
+    def __init__(self, rules: PermitRules, behind: int = 3_600_000) -> None:
         self.rules = rules
+        self.behind = behind  # see `closedloop.reacting.horizon`
         self.source = source_of(NAME)
 
     def fingerprint(self) -> str:
         return f"{SCHEMA}/{self.rules.fingerprint()}"
 
     def tables(self) -> list[str]:
-        return [PERMITS, CASES, SERIALS]
+        return [PERMITS, CASES, SERIALS, WATERMARK]
 
     def create_statements(self) -> list[str]:
         return [
@@ -61,12 +62,14 @@ class PermitKeeper:
             f"CREATE TABLE {CASES} (case_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
             f"CREATE TABLE {SERIALS} (serial TEXT PRIMARY KEY, case_id TEXT NOT NULL, completed {{bigint}} NOT NULL, "
             "technician_id TEXT NOT NULL)",
+            watermark_table(WATERMARK),
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
         relevant = [f for f in facts if f.type in PERMIT_CASE_FACTS or f.type in TECHNICIAN_FACTS]
         if not relevant:
             return []
+        advance_watermark(tx, WATERMARK, relevant, self.source)
         batch = _Batch(self, tx, decide=not replaying(tx, NAME, facts))
         batch.prefetch(relevant)
         for f in relevant:
@@ -78,6 +81,7 @@ class PermitKeeper:
         return batch.decisions
 
     def due(self, tx: Tx, now: int) -> list[Fact]:
+        now = horizon(tx, WATERMARK, now, self.behind)
         rows = tx.all(f"SELECT technician_id FROM {PERMITS} WHERE review_due <= ? ORDER BY review_due LIMIT 5000",
                       [now])
         if not rows:

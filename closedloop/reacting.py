@@ -60,3 +60,36 @@ def rows_by_pairs(tx: Tx, sql: str, pairs: Iterable[tuple[Any, Any]]) -> list[An
         values = ",".join(["(?,?)"] * len(chunk))
         out.extend(tx.all(sql.format(pairs=f"k(a, b) AS (VALUES {values})"), [v for p in chunk for v in p]))
     return out
+
+
+# --- the world's time as the log has told it ---------------------------------------------------
+def watermark_table(name: str) -> str:
+    """DDL for a reactor's watermark: the newest world time it has seen, and when that was recorded."""
+    return f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, world {{bigint}} NOT NULL, recorded {{bigint}} NOT NULL)"
+
+
+def advance_watermark(tx: Tx, table: str, facts: Sequence[Fact], own_source: str) -> None:
+    newest = max((f for f in facts if f.source != own_source), key=lambda f: f.time_ms, default=None)
+    if newest is None:
+        return
+    row = tx.one(f"SELECT world FROM {table} WHERE id = 1")
+    if row is not None and row["world"] >= newest.time_ms:
+        return
+    recorded = newest.recorded_ms if newest.recorded_ms is not None else newest.time_ms
+    tx.execute(f"DELETE FROM {table} WHERE id = 1")
+    tx.execute(f"INSERT INTO {table} (id, world, recorded) VALUES (1, ?, ?)", [newest.time_ms, recorded])
+
+
+def horizon(tx: Tx, table: str, now: int, behind: int) -> int:
+    """Up to when time may decide (deadlines judged missed): now, unless the stream is behind.
+
+    When the newest fact was recorded more than `behind` after it happened, the producers are
+    sending history (a backfill, a demo, a producer catching up): facts about the minutes
+    after it are still on their way, so deadlines are judged at the stream's world time plus
+    the wall-clock time that has passed since, not at now. Otherwise a job whose acceptance
+    sits in the next batch would be alarmed and escalated in between.
+    """
+    row = tx.one(f"SELECT world, recorded FROM {table} WHERE id = 1")
+    if row is None or row["recorded"] - row["world"] <= behind:
+        return now
+    return min(now, row["world"] + max(now - row["recorded"], 0))

@@ -21,7 +21,7 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .facts import Fact, iso, parse_ms
 from .policy import HOUR, MINUTE, parse_duration
@@ -74,6 +74,9 @@ class DispatchPolicy:
     repeat_within: int = 30 * DAY
     # capacity is per local day of the network: its offset from UTC
     utc_offset: int = 0
+    # a stream whose newest fact was recorded this much after it happened is history being
+    # sent late: its deadlines are judged by the stream's time, not the wall clock
+    behind: int = HOUR
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, auto_default: bool = False) -> "DispatchPolicy":
@@ -81,13 +84,14 @@ class DispatchPolicy:
         values: dict[str, Any] = {"auto_dispatch": auto_default}
         if env.get("CLOSEDLOOP_AUTO_DISPATCH"):
             values["auto_dispatch"] = parse_switch("CLOSEDLOOP_AUTO_DISPATCH", env["CLOSEDLOOP_AUTO_DISPATCH"])
-        for name in ("accept_within", "escalate_after", "repeat_within"):
-            text = env.get(f"CLOSEDLOOP_{name.upper()}")
+        for name in ("accept_within", "escalate_after", "repeat_within", "behind"):
+            variable = "CLOSEDLOOP_BACKFILL_LAG" if name == "behind" else f"CLOSEDLOOP_{name.upper()}"
+            text = env.get(variable)
             if text:
                 try:
                     values[name] = parse_duration(text)
                 except ValueError as exc:
-                    raise ValueError(f"CLOSEDLOOP_{name.upper()}: {exc}") from None
+                    raise ValueError(f"{variable}: {exc}") from None
         if env.get("CLOSEDLOOP_MAX_REDISPATCHES"):
             text = env["CLOSEDLOOP_MAX_REDISPATCHES"]
             if not text.strip().isdigit():
@@ -402,6 +406,16 @@ class Candidate:
     outlet: Outlet
     load: int  # jobs it holds today
     staff: tuple[Staff, ...] = ()  # none known: the outlet's own capacity figure stands
+    # technicians per permit status, when the staff themselves are not at hand
+    counts: tuple[tuple[str, int], ...] | None = None
+
+    def statuses(self) -> list[tuple[str, int]]:
+        if self.counts is not None:
+            return [(status, n) for status, n in self.counts if n]
+        found: dict[str, int] = {}
+        for s in self.staff:
+            found[s.status] = found.get(s.status, 0) + 1
+        return list(found.items())
 
 
 @dataclass(frozen=True)
@@ -415,9 +429,11 @@ class Choice:
 
 def capacity_today(c: Candidate, policy: DispatchPolicy) -> int:
     """The outlet's daily capacity, scaled by the share of work its technicians' permits allow."""
-    if not c.staff:
+    statuses = c.statuses()
+    total = sum(n for _, n in statuses)
+    if not total:
         return c.outlet.daily_capacity
-    share = sum(policy.share(s.status) for s in c.staff) / len(c.staff)
+    share = sum(policy.share(status) * n for status, n in statuses) / total
     return math.floor(c.outlet.daily_capacity * share + 1e-9)
 
 
@@ -442,7 +458,8 @@ def pick_technician(staff: Sequence[Staff], policy: DispatchPolicy) -> tuple[str
 
 
 def choose(candidates: Iterable[Candidate], region: str, product_line: str, policy: DispatchPolicy,
-           prefer_higher: str | None = None, avoid: Iterable[str] = ()) -> tuple[Choice | None, str]:
+           prefer_higher: str | None = None, avoid: Iterable[str] = (),
+           staff_of: Callable[[str], Sequence[Staff]] | None = None) -> tuple[Choice | None, str]:
     """Pick the outlet for a job: (choice, "") or (None, why no outlet can take it).
 
     Candidates are the outlets covering the region and product line. Those already tried, full
@@ -450,6 +467,7 @@ def choose(candidates: Iterable[Candidate], region: str, product_line: str, poli
     hard case (`prefer_higher` says why) the higher tier comes first; otherwise service
     centers, kept for training and hard cases, come after the repair points. Then the least
     loaded relative to its capacity today, then the one with most room, then by id.
+    `staff_of` gives the chosen outlet's technicians when the candidates carry only counts.
     """
     avoid = set(avoid)
     pool = list(candidates)
@@ -462,7 +480,7 @@ def choose(candidates: Iterable[Candidate], region: str, product_line: str, poli
             tried += 1
             continue
         cap = capacity_today(c, policy)
-        if c.staff and cap == 0 and c.outlet.daily_capacity > 0:
+        if c.statuses() and cap == 0 and c.outlet.daily_capacity > 0:
             unstaffed += 1
         elif c.load >= cap:
             full += 1
@@ -507,7 +525,7 @@ def choose(candidates: Iterable[Candidate], region: str, product_line: str, poli
                                              (unstaffed, "with no technician allowed to work")) if n]
     if skipped:
         reasons.append("left out: " + ", ".join(skipped))
-    technician, why = pick_technician(best.staff, policy)
+    technician, why = pick_technician(staff_of(o.outlet_id) if staff_of else best.staff, policy)
     reasons.append(why)
     ranking = [{"outlet_id": c.outlet.outlet_id, "tier": c.outlet.tier, "load": c.load, "capacity": k}
                for c, k in room[:5]]

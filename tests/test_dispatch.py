@@ -246,3 +246,21 @@ def test_the_network_fixture_is_valid(database_url):
     engine = network_engine(database_url, auto=False)
     assert engine.quarantine.list()["total"] == 0 and engine.log.head() == len(NETWORK)
     engine.close()
+
+
+def test_history_sent_late_is_judged_by_its_own_time_not_the_wall_clock(database_url):
+    """A backfill (or a producer catching up) sends days-old facts in minutes: the acceptance
+    of a job may be in the next batch, so deadlines follow the stream's time."""
+    now = [ms("2026-11-05T12:00:00Z")]
+    engine = network_engine(database_url, clock=now)
+    engine.submit([register("CASE-1", at("08:10")), register("CASE-2", at("08:15"))])
+    assert engine.tick() == 0  # the stream is at 08:15 of a day long past: nothing is overdue yet
+    engine.submit([event("dispatch.accepted", "CASE-1", at("08:30"), {"outlet_id": "OUT-S", "technician_id": "TEC-S1"},
+                         source="/outlet/OUT-S"),
+                   register("CASE-3", at("09:00"))])
+    assert engine.tick() == 1  # the stream has passed 08:45: CASE-2's dispatch is alarmed, CASE-1's is taken
+    assert [f.type for f in decisions(engine, "case:CASE-2")] == ["case.dispatched", "dispatch.alarmed"]
+    assert decisions(engine, "case:CASE-1", "dispatch.alarmed") == []
+    now[0] += 20 * 60_000  # twenty minutes of silence after the stream reached 09:00
+    assert engine.tick() == 2  # 09:15: CASE-2 escalated and re-dispatched
+    engine.close()

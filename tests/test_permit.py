@@ -173,7 +173,7 @@ def test_the_same_violation_shown_twice_is_deducted_once(engine):
 
 
 def test_the_yearly_review_starts_a_new_period_with_full_points(database_url):
-    now = [ms(at("08:00"))]
+    now = [ms("2026-10-02T15:00:00Z")]  # the cases are sent as they happen
     engine = network_engine(database_url, clock=now, auto=False)
     engine.submit(broken_promise_case(1) + broken_promise_case(2))
     assert engine.tick() == 0
