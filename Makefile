@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup demo serve test bench clean
+.PHONY: setup demo serve test bench bench-dispatch clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ test: setup
 
 bench: setup
 	$(PY) bench/ingest.py
+
+bench-dispatch: setup
+	$(PY) bench/dispatch.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
