@@ -227,6 +227,11 @@ class _Batch:
     def prefetch(self, pairs: set[tuple[str, str]], days: set[int]) -> None:
         """Candidates of these (region, product line) pairs, their staff and loads on these days."""
         pairs = {p for p in pairs if p[0] and p[1]}
+        if len(pairs) == 1 and len(days) == 1:
+            (pair,), (day,) = pairs, days
+            if pair in self.coverage and all(
+                    o in self.outlets and (o, day) in self.loads for o in self.coverage[pair]):
+                return  # what one dispatch needs is at hand already
         need = {p for p in pairs if p not in self.coverage}
         if need:
             for p in need:
@@ -264,6 +269,8 @@ class _Batch:
             self.staff[row["technician_id"]] = Staff(row["technician_id"], row["status"], row["jobs"])
 
     def load_loads(self, outlet_ids: set[str], days: set[int]) -> None:
+        if len(outlet_ids) == 1 and len(days) == 1 and (next(iter(outlet_ids)), next(iter(days))) in self.loads:
+            return
         need = {(o, d) for o in outlet_ids for d in days if (o, d) not in self.loads}
         if not need:
             return

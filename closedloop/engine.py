@@ -101,14 +101,14 @@ class Engine:
         if self.project_on_submit and out.accepted:
             self.projector.catch_up(fresh=appended.stored)
             if self.reactors and self.reactions.run(fresh=appended.stored):
-                self.projector.catch_up()
+                self.projector.catch_up(fresh=self.reactions.appended)
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Bring views and reactors up to the log's head (events other processes appended)."""
         n = self.projector.catch_up(progress)
         if self.reactors and self.reactions.run():
-            n += self.projector.catch_up()
+            n += self.projector.catch_up(fresh=self.reactions.appended)
         return n
 
     def tick(self) -> int:

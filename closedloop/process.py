@@ -45,6 +45,9 @@ class Reactions:
         self.reactors = list(reactors)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        # the decisions the last `run` or `tick` appended: the views take them without reading them
+        # back, and the next run hands them to the reactors that have not seen them yet
+        self.appended: list[Fact] = []
         log.storage.create([
             f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, position {{bigint}} NOT NULL, "
             "quiet_until {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
@@ -78,23 +81,28 @@ class Reactions:
         """Let every reactor answer the facts it has not seen; returns how many decisions."""
         decided = 0
         with self._lock:
+            # facts this process has in hand, in log order: the fresh ones, then the decisions
+            # each reactor appends, so the next reactor need not read them back from the log
+            in_hand = sorted([*self.appended, *fresh], key=lambda f: f.position or 0)
+            self.appended = []
             for reactor in self.reactors:
                 start = self.positions()[reactor.name]
-                if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
-                    decided += self._react(reactor, list(fresh))
-                    start = fresh[-1].position
+                following = _following(in_hand, start)
+                if following:
+                    decided += self._react(reactor, following, in_hand)
+                    start = following[-1].position
                 for facts in self.log.follow(start, self.batch_size):
-                    decided += self._react(reactor, facts)
+                    decided += self._react(reactor, facts, in_hand)
         return decided
 
-    def _react(self, reactor: Reactor, facts: list[Fact]) -> int:
-        def work(session: AppendSession) -> int:
+    def _react(self, reactor: Reactor, facts: list[Fact], in_hand: list[Fact] | None = None) -> int:
+        def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
             row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             position, quiet_until = row["position"], row["quiet_until"]
             todo = [f for f in facts if f.position > position]
             if not todo:
-                return 0
+                return []
             quiet = [f for f in todo if f.position <= quiet_until]
             if quiet:
                 reactor.react(tx, quiet)  # state only: these were decided before
@@ -106,22 +114,43 @@ class Reactions:
                        [todo[-1].position, reactor.name, position])
             if tx.rowcount() != 1:
                 raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")
-            return len(stored)
+            return stored
 
-        return self.log.transaction(work)
+        stored: list[Fact] = self.log.transaction(work)
+        if in_hand is not None:
+            in_hand.extend(stored)
+        self.appended.extend(stored)
+        return len(stored)
 
     def tick(self, now: int) -> int:
         """Ask every reactor what the passing of time has decided (deadlines missed)."""
         decided = 0
         with self._lock:
+            self.appended = []
             for reactor in self.reactors:
-                def work(session: AppendSession, reactor: Reactor = reactor) -> int:
+                def work(session: AppendSession, reactor: Reactor = reactor) -> list[Fact]:
                     decisions = reactor.due(session.tx, now)
                     _check(reactor, decisions)
-                    return len(session.append(decisions).stored)
+                    return session.append(decisions).stored
 
-                decided += self.log.transaction(work)
+                stored: list[Fact] = self.log.transaction(work)
+                self.appended.extend(stored)
+                decided += len(stored)
         return decided
+
+
+def _following(facts: Sequence[Fact], start: int) -> list[Fact]:
+    """The facts that follow position `start` without a gap (another process's appends make one)."""
+    out: list[Fact] = []
+    expected = start + 1
+    for f in facts:
+        if f.position is None or f.position < expected:
+            continue
+        if f.position != expected:
+            break
+        out.append(f)
+        expected += 1
+    return out
 
 
 def _check(reactor: Reactor, decisions: Sequence[Fact]) -> None:
