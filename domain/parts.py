@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from .facts import Fact
-
 from .network import parse_switch
 
 PART_FACTS = frozenset({"part.requested", "part.approved", "part.denied", "part.held", "part.shipped",

@@ -17,8 +17,6 @@ from closedloop.storage import Storage
 
 from .network import REQUESTS, STOCK, WAREHOUSES
 
-STATES = ("requested", "held", "approved", "denied", "shipped", "delivered")
-
 
 def _stock(tx, warehouse_ids: list[str], at: int) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {w: [] for w in warehouse_ids}
