@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup browser demo serve test bench bench-kafka bench-quality clean
+.PHONY: setup browser demo serve test bench bench-kafka bench-quality bench-dispatch clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,9 @@ bench-kafka: setup
 
 bench-quality: setup
 	$(PY) bench/quality.py
+
+bench-dispatch: setup
+	$(PY) bench/dispatch.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

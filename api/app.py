@@ -21,7 +21,7 @@ from closedloop.access import RateLimiter
 from closedloop.domain.policy import parse_duration
 from closedloop.engine import Engine
 
-from . import audit, dashboard, events, kafka, loop, observe, operations, quality
+from . import audit, dashboard, events, kafka, loop, network, observe, operations, quality
 from .common import JSON
 from .security import authenticate, require
 
@@ -36,6 +36,7 @@ ROUTERS = (
     (audit.router, "audit"),
     (kafka.router, "operate"),
     (quality.router, "read"),
+    (network.router, "read"),
 )
 
 

@@ -34,10 +34,15 @@ def _progress(total: int | None, desc: str):
                 disable=os.environ.get("CLOSEDLOOP_NO_PROGRESS") == "1")
 
 
-def _engine(args: argparse.Namespace):
+def _engine(args: argparse.Namespace, auto_dispatch: bool = False):
+    """The engine; automatic dispatch as the flag, else the environment, else `auto_dispatch` says."""
     from closedloop.engine import Engine
+    from closedloop.network import NetworkConfig
 
-    return Engine.open(args.database)
+    network = NetworkConfig.from_env(auto_dispatch=auto_dispatch)
+    if getattr(args, "auto_dispatch", None) is not None:
+        network = network.with_auto_dispatch(args.auto_dispatch)
+    return Engine.open(args.database, network=network)
 
 
 def _print(obj: Any) -> None:
@@ -60,10 +65,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from closedloop import logs
 
     logs.configure(args.log_format, args.log_level)
-    engine = _engine(args)
+    engine = _engine(args, auto_dispatch=True)
     caught = engine.catch_up()
     print(f"closedloop: {engine.storage.describe()} — log head {engine.log.head()}, "
           f"{caught} event(s) brought into the views", file=sys.stderr)
+    print(f"closedloop: automatic dispatch {'on' if engine.network.dispatch.auto_dispatch else 'off'}, "
+          f"part approval {'on' if engine.network.parts.auto_approve else 'off'}", file=sys.stderr)
     print(f"closedloop: serving on http://{args.host}:{args.port} (the dashboard at /, API docs at /docs, "
           "metrics at /metrics)", file=sys.stderr)
     if os.environ.get("CLOSEDLOOP_AUTH", "on").lower() != "off" and engine.keys.count() == 0:
@@ -123,7 +130,6 @@ DEMO_KEYS = (
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from closedloop.engine import Engine
     from closedloop.workload import WorkloadSpec, generate
 
     url = args.database or "sqlite:///data/demo.db"
@@ -133,7 +139,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from closedloop import logs
 
     logs.configure(os.environ.get("CLOSEDLOOP_LOG_FORMAT", "text"), os.environ.get("CLOSEDLOOP_LOG_LEVEL", "WARNING"))
-    engine = Engine.open(url)
+    args.database = url
+    engine = _engine(args, auto_dispatch=True)
     keys = {}
     for name, role, sources in DEMO_KEYS:
         if name not in {k["name"] for k in engine.keys.list()}:
@@ -181,6 +188,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     controls = _get(f"{base}/controls?from={iso(to_ms(end - timedelta(days=args.days + 1)))}", keys["analyst"])
     leaks = _get(f"{base}/loop/leaks?limit=5", keys["analyst"])
     _report(summary, controls, leaks)
+    # the follow thread raises the alarms whose deadlines the stream has passed: let it catch up
+    for _ in range(20):
+        if not engine.tick():
+            break
+    _network_report(engine)
     _report_quality(_get(f"{base}/quality/feedback/summary", keys["analyst"]),
                     _get(f"{base}/settlement?lines=false&from={iso(to_ms(end - timedelta(days=args.days + 1)))}"
                          f"&to={iso(to_ms(end) + 1)}", keys["analyst"]))
@@ -237,6 +249,38 @@ def _report_quality(feedback: dict[str, Any], settlement: dict[str, Any]) -> Non
     print(f"\nSettlement: {total['services']} completed and reviewed services, {len(settlement['statements'])} "
           f"outlets, net {total['net']} {settlement['currency']} after penalties "
           f"(closedloop statement --period YYYY-MM, or GET /settlement)")
+def _network_report(engine) -> None:
+    from closedloop.projections import alarms as alarms_view
+    from closedloop.projections import outlets as outlets_view
+    from closedloop.projections import stock as stock_view
+
+    now = engine.clock()
+    with engine.storage.reading() as tx:
+        rows = tx.all("SELECT topic, COUNT(*) AS n FROM closedloop_events WHERE originator_id LIKE 'case:%' "
+                      "AND topic IN ('case.dispatched', 'dispatch.alarmed', 'dispatch.held', 'part.approved', "
+                      "'part.denied', 'part.held') GROUP BY topic")
+        by_engine = {r["topic"]: r["n"] for r in tx.all(
+            "SELECT e.topic, COUNT(*) AS n FROM closedloop_events e JOIN closedloop_receipts r ON r.position = "
+            f"e.{'rowid' if engine.storage.dialect == 'sqlite' else 'notification_id'} "
+            "WHERE r.source LIKE '/closedloop/engine/%' GROUP BY e.topic")}
+    counts = {r["topic"]: r["n"] for r in rows}
+    alarms = alarms_view.alarms(engine.storage, now, state="all", limit=1)["total"]
+    open_alarms = alarms_view.alarms(engine.storage, now, limit=1)["total"]
+    requests = stock_view.part_requests(engine.storage, now, state="all", limit=1)["total"]
+    open_requests = stock_view.part_requests(engine.storage, now, limit=1)["total"]
+    permits = {s: outlets_view.technicians(engine.storage, now, engine.network.permit, status=s, limit=1)["total"]
+               for s in ("normal", "warning", "eliminated")}
+    auto = "on" if engine.network.dispatch.auto_dispatch else "off"
+    print(f"\nThe service network (automatic dispatch {auto}):")
+    print(f"  dispatches   {counts.get('case.dispatched', 0):>6}, of which by the engine "
+          f"{by_engine.get('case.dispatched', 0)}; held for want of an outlet {by_engine.get('dispatch.held', 0)}")
+    print(f"  alarms       {alarms:>6}, open now {open_alarms}; escalated to the service center "
+          f"{by_engine.get('case.transferred', 0)}")
+    print(f"  part requests{requests:>6}, open now {open_requests}; decided by the engine: approved "
+          f"{by_engine.get('part.approved', 0)}, held {by_engine.get('part.held', 0)}, denied "
+          f"{by_engine.get('part.denied', 0)}")
+    print(f"  permits      {permits['normal']:>6} normal, {permits['warning']} warning, {permits['eliminated']} "
+          f"eliminated; {by_engine.get('permit.points_changed', 0)} point changes recorded")
 
 
 # --- replay --------------------------------------------------------------------------------
@@ -312,9 +356,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     try:
+        from closedloop.projections import alarms as alarms_view
+
         _print({"database": engine.storage.describe(), "log_head": engine.log.head(),
                 "view_lag": engine.projector.lag(), "quarantine_open": engine.quarantine.list()["total"],
-                "loop": leaks_view.summary(engine.storage, engine.clock())})
+                "loop": leaks_view.summary(engine.storage, engine.clock()),
+                "dispatch_alarms_open": alarms_view.alarms(engine.storage, engine.clock(), limit=1)["total"]})
         return 0
     finally:
         engine.close()
@@ -543,8 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--regions", type=int, default=8)
         p.add_argument("--seed", type=int, default=7)
 
+    def dispatching(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--auto-dispatch", action=argparse.BooleanOptionalAction, default=None,
+                       help="the engine picks outlets for registered cases, re-dispatches declined ones and "
+                       "escalates unaccepted ones to the next outlet (default: on, or $CLOSEDLOOP_AUTO_DISPATCH)")
+
     p = sub.add_parser("serve", parents=[common], help="serve the HTTP API, the dashboard and the metrics")
     net(p)
+    dispatching(p)
     p.add_argument("--log-format", choices=["json", "text"], default=None,
                    help="log lines as JSON objects (default; $CLOSEDLOOP_LOG_FORMAT) or text")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default; $CLOSEDLOOP_LOG_LEVEL), WARNING, ERROR")
@@ -555,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="generate a realistic workload, ingest it over HTTP, report, serve")
     net(p)
     workload(p, days=5, calls=400)
+    dispatching(p)
     p.add_argument("--no-serve", action="store_true", help="report and exit instead of serving")
     p.set_defaults(func=cmd_demo)
 

@@ -170,10 +170,21 @@ class CaseAmended(Data):
         return self
 
 
+class DispatchCandidate(Data):
+    outlet_id: Id
+    tier: Literal["authorized", "specialized", "center"]
+    load: Annotated[int, Field(ge=0)]
+    capacity: Annotated[int, Field(ge=0)]
+
+
 class CaseDispatched(Data):
     outlet_id: Id
     by: Literal["system", "agent"]
     accept_by: Time | None = None
+    # what the engine adds when it dispatches by itself: whom, and why, most decisive first
+    technician_id: Id | None = None
+    reasons: list[Text] | None = None
+    candidates: list[DispatchCandidate] | None = None
 
 
 class DispatchAccepted(Data):
@@ -360,6 +371,8 @@ class LoopLeaked(Data):
     call_id: Id | None = None
     outlet_id: Id | None = None
     region: Id | None = None
+
+
 def _period(text: str) -> str:
     from closedloop.domain.quality import period_range
 
@@ -413,6 +426,64 @@ class PenaltyCharged(Data):
         return self
 
 
+# --- service network operations: what the engine decides, and the retraining that undoes it
+PermitStatus = Literal["normal", "warning", "eliminated"]
+
+
+class TechnicianRetrained(Data):
+    exam_passed_at: Time
+    center_id: Id | None = None
+
+
+class DispatchAlarmed(Data):
+    outlet_id: Id
+    dispatched_at: Time
+    accept_by: Time
+    level: Literal[1, 2]
+    reason: Text | None = None
+    # level 2 says what the escalation did: another outlet, or the service center
+    action: Literal["page", "redispatch", "to_center"] | None = None
+
+
+class DispatchHeld(Data):
+    reason: Text
+    region: Detail = None
+    product_line: Detail = None
+    retry_at: Time | None = None
+
+
+class PartHeld(Data):
+    request_id: Id
+    reason: Text
+    warehouse_id: Id | None = None
+
+
+class PermitPointsChanged(Data):
+    rule: Id
+    points: int
+    balance: int
+    status: PermitStatus
+    reason: Text
+    case_id: Id | None = None
+
+
+class PermitStatusChanged(Data):
+    previous: PermitStatus
+    status: PermitStatus
+    balance: int
+    rule: Id
+    reason: Text
+    case_id: Id | None = None
+
+
+class PermitReviewed(Data):
+    period_start: Time
+    period_end: Time
+    balance_before: int
+    balance: int
+    status: PermitStatus
+
+
 DATA_MODELS: dict[str, type[Data]] = {
     "outlet.registered": OutletRegistered,
     "technician.registered": TechnicianRegistered,
@@ -448,6 +519,13 @@ DATA_MODELS: dict[str, type[Data]] = {
     "loop.leaked": LoopLeaked,
     "units.shipped": UnitsShipped,
     "penalty.charged": PenaltyCharged,
+    "technician.retrained": TechnicianRetrained,
+    "dispatch.alarmed": DispatchAlarmed,
+    "dispatch.held": DispatchHeld,
+    "part.held": PartHeld,
+    "permit.points_changed": PermitPointsChanged,
+    "permit.status_changed": PermitStatusChanged,
+    "permit.reviewed": PermitReviewed,
 }
 assert set(DATA_MODELS) == FACT_TYPES, set(DATA_MODELS) ^ FACT_TYPES
 

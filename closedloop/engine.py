@@ -18,7 +18,9 @@ from closedloop.domain.policy import LoopPolicy
 from closedloop.domain.quality import QualityPolicy
 from closedloop.eventlog import Appended, EventLog, now_ms
 from closedloop.logs import log_submission
+from closedloop.network import NetworkConfig, network_reactors
 from closedloop.projections.loop import LoopView
+from closedloop.projections.network import NetworkView
 from closedloop.process import Reactions, Reactor
 from closedloop.projections.runner import Projector, View
 from closedloop.quarantine import Quarantine
@@ -47,7 +49,8 @@ class Submitted:
 class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
-                 reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None) -> None:
+                 reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None,
+                 network: NetworkConfig | None = None) -> None:
         self.storage = storage
         self.policy = policy or LoopPolicy()
         self.quality = quality or QualityPolicy()
@@ -59,9 +62,11 @@ class Engine:
         # the views, each answering one question; add a new one here
         self.views: list[View] = [self.loop]
         self.views += quality_views(self.policy)
+        self.network = network or NetworkConfig()
+        self.views.append(NetworkView(self.network.dispatch))
         self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
-        self.reactors: list[Reactor] = list(reactors) if reactors is not None else []
+        self.reactors: list[Reactor] = list(reactors) if reactors is not None else network_reactors(self.network)
         if reactors is None and leak_alerts.enabled():
             self.reactors.append(leak_alerts.LeakAlerts(self.policy))
         if reactors is None:
@@ -76,6 +81,7 @@ class Engine:
     @classmethod
     def open(cls, url: str | None = None, policy: LoopPolicy | None = None, **kwargs: Any) -> "Engine":
         kwargs.setdefault("quality", QualityPolicy.from_env())
+        kwargs.setdefault("network", NetworkConfig.from_env())
         return cls(open_storage(url), policy or LoopPolicy.from_env(), **kwargs)
 
     def submit(self, events: Sequence[Any], channel: str = "api",
@@ -123,7 +129,7 @@ class Engine:
         """Bring views and reactors up to the log's head (events other processes appended)."""
         n = self.projector.catch_up(progress)
         if self.reactors and self.reactions.run():
-            n += self.projector.catch_up()
+            n += self.projector.catch_up(fresh=self.reactions.appended)
         return n
 
     def tick(self) -> int:

@@ -45,6 +45,9 @@ class Reactions:
         self.reactors = list(reactors)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        # the decisions the last `run` or `tick` appended: the views take them without reading them
+        # back, and the next run hands them to the reactors that have not seen them yet
+        self.appended: list[Fact] = []
         log.storage.create([
             f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, position {{bigint}} NOT NULL, "
             "quiet_until {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
@@ -128,14 +131,31 @@ class Reactions:
         """Ask every reactor what the passing of time has decided (deadlines missed)."""
         decided = 0
         with self._lock:
+            self.appended = []
             for reactor in self.reactors:
-                def work(session: AppendSession, reactor: Reactor = reactor) -> int:
+                def work(session: AppendSession, reactor: Reactor = reactor) -> list[Fact]:
                     decisions = reactor.due(session.tx, now)
                     _check(reactor, decisions)
-                    return len(session.append(decisions).stored)
+                    return session.append(decisions).stored
 
-                decided += self.log.transaction(work)
+                stored: list[Fact] = self.log.transaction(work)
+                self.appended.extend(stored)
+                decided += len(stored)
         return decided
+
+
+def _following(facts: Sequence[Fact], start: int) -> list[Fact]:
+    """The facts that follow position `start` without a gap (another process's appends make one)."""
+    out: list[Fact] = []
+    expected = start + 1
+    for f in facts:
+        if f.position is None or f.position < expected:
+            continue
+        if f.position != expected:
+            break
+        out.append(f)
+        expected += 1
+    return out
 
 
 def _check(reactor: Reactor, decisions: Sequence[Fact]) -> None:

@@ -599,7 +599,8 @@ def _build(rng: random.Random, net: _Network, ts: int, intent: str, scenario: st
             and scenario not in ("guided_by_phone", "not_completed_redispatched", "cancelled", "leak_handled")):
         p.part = part
         p.part_path = "ahead" if rng.random() < 0.6 else "at_visit"
-        p.warehouse = net.warehouse_for(net.by_id[p.attempts[-1][0]].home, part)
+        # the second-level warehouse of the customer's region ships, as the engine's approval rules say
+        p.warehouse = net.warehouse_for(p.region, part)
     p.taken_in = (scenario == "completed_ok" and intent == "repair" and line in ("tv", "washer")
                   and not p.part and rng.random() < 0.1)
     if scenario == "dissatisfied":

@@ -49,6 +49,13 @@ STREAM_KIND: dict[str, str] = {
     "loop.leaked": "alert",
     "units.shipped": "shipment",
     "penalty.charged": "penalty",
+    "technician.retrained": "technician",
+    "dispatch.alarmed": "case",
+    "dispatch.held": "case",
+    "part.held": "case",
+    "permit.points_changed": "technician",
+    "permit.status_changed": "technician",
+    "permit.reviewed": "technician",
 }
 
 FACT_TYPES = frozenset(STREAM_KIND)

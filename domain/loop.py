@@ -168,6 +168,8 @@ class Span:
     due: int
     owner: str
     outlet_id: str | None = None
+    # what the step is waiting for, when not on its owner alone (a spare part on order)
+    waiting_for: str | None = None
 
 
 @dataclass
@@ -178,6 +180,7 @@ class StepState:
     due: int | None = None
     done: int | None = None
     owner: str | None = None
+    waiting_for: str | None = None
 
 
 @dataclass
@@ -236,6 +239,8 @@ class _Walk:
         self.complained: int | None = None
         self.dissatisfied: int | None = None
         self.anomalies: list[dict[str, Any]] = []
+        # open part requests: request id -> [part number, status]
+        self.parts: dict[str, list[str]] = {}
 
     # --- the view of each step at this moment: None when it is not open -----------------
     def recorded_view(self) -> tuple[int, str, str | None] | None:
@@ -261,7 +266,15 @@ class _Walk:
             owner = f"outlet:{self.outlet}"
         else:
             owner = "dispatch"
-        return (due, owner, self.outlet)
+        return (due, owner, self.outlet, self.waiting_for())
+
+    def waiting_for(self) -> str | None:
+        """A case waiting for a spare part says so: it is why the case is not yet handled."""
+        if not self.parts:
+            return None
+        request_id, (part_no, status) = min(self.parts.items())
+        more = f" and {len(self.parts) - 1} more" if len(self.parts) > 1 else ""
+        return f"part {part_no} (request {request_id}, {status}){more}"
 
     def reviewed_view(self) -> tuple[int, str, str | None] | None:
         if self.completed is None or self.reviewed is not None:
@@ -364,6 +377,7 @@ class _Walk:
             else:
                 # still not working: back to dispatch, on the ordinary deadline
                 self.guidance_due = None
+                self.outlet = self.dispatched_to = self.technician = None
         elif kind == "service.completed":
             if self.cancelled is not None:
                 self.flag(t, "completed after the case was cancelled")
@@ -398,6 +412,13 @@ class _Walk:
         elif kind == "complaint.filed":
             if self.complained is None:
                 self.complained = t
+        elif kind == "part.requested":
+            self.parts.setdefault(d["request_id"], [d.get("part_no") or "?", "requested"])
+        elif kind in ("part.held", "part.approved", "part.shipped"):
+            if d["request_id"] in self.parts:
+                self.parts[d["request_id"]][1] = kind.split(".", 1)[1]
+        elif kind in ("part.denied", "part.delivered"):
+            self.parts.pop(d["request_id"], None)
 
     def feedback_fact(self, t: int, feedback_id: str, kind: str, d: dict[str, Any]) -> None:
         if kind == "feedback.routed":
@@ -463,15 +484,15 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: b
             if cur is not None and cur[1] == view:
                 continue
             if cur is not None:
-                opened, (due, owner, outlet) = cur
-                spans.append(Span(item, STAGES[i], opened, t, due, owner, outlet))
+                opened, opened_view = cur
+                spans.append(Span(item, STAGES[i], opened, t, *opened_view))
             current[i] = [t, view] if view is not None else None
         if w.items or others:
             _follow_others(others, w.other_feedback_views(), t, spans)
     for i, cur in enumerate(current):
         if cur is not None:
-            opened, (due, owner, outlet) = cur
-            spans.append(Span(item, STAGES[i], opened, None, due, owner, outlet))
+            opened, opened_view = cur
+            spans.append(Span(item, STAGES[i], opened, None, *opened_view))
     _follow_others(others, {}, None, spans)
 
     # A call that complains about this case is recorded by the first complaint filed after it.
@@ -523,7 +544,7 @@ def _step_states(w: _Walk, spans: list[Span], upto: int | None) -> dict[str, Ste
         elif own and own[-1].closed is None:
             last = own[-1]
             status = "overdue" if upto is not None and last.due <= upto else "open"
-            out[stage] = StepState(stage, status, first_open, last.due, None, last.owner)
+            out[stage] = StepState(stage, status, first_open, last.due, None, last.owner, last.waiting_for)
         elif stage == "handled" and w.cancelled is not None:
             out[stage] = StepState(stage, "done", first_open, None, w.cancelled)
         else:

@@ -79,7 +79,7 @@ def leaks(storage: Storage, at: int, flt: LeakFilter, limit: int = 100, offset: 
             where.append(f"{column} = ?")
             params.append(value)
     clause = " AND ".join(where)
-    columns = "item, case_id, call_id, stage, opened, due, owner, outlet_id, region"
+    columns = "item, case_id, call_id, stage, opened, due, owner, outlet_id, region, waiting_for"
     both = [at, *params, at, at, *params]
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM ({_open_at('1 AS one', clause)}) s", both)["n"]
@@ -98,6 +98,7 @@ def leaks(storage: Storage, at: int, flt: LeakFilter, limit: int = 100, offset: 
             "open_since": iso(r["opened"]),
             "region": r["region"],
             "outlet_id": r["outlet_id"],
+            "waiting_for": r["waiting_for"],
         }
         for r in rows
     ]

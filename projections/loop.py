@@ -22,7 +22,7 @@ from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, c
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-8"
+SCHEMA_VERSION = "loop-9"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -35,7 +35,10 @@ _ITEM_COLUMNS = (
     "region", "outlet_id", "technician_id", "product_line", "model", "complained",
     "dissatisfied", "first_leak", "anomalies", "file",
 )
-_SPAN_COLUMNS = ("item", "case_id", "call_id", "stage", "opened", "closed", "due", "owner", "outlet_id", "region")
+# Facts about the network (outlets, technicians and their permits, warehouses): not a case's.
+_NOT_CASES = frozenset(t for t, kind in STREAM_KIND.items() if kind in ("outlet", "technician", "warehouse"))
+_SPAN_COLUMNS = ("item", "case_id", "call_id", "stage", "opened", "closed", "due", "owner", "outlet_id", "region",
+                 "waiting_for")
 
 
 @dataclass
@@ -69,7 +72,7 @@ class LoopView:
             f"CREATE INDEX {ITEMS}_call ON {ITEMS} (call_id)",
             f"CREATE TABLE {SPANS} (item TEXT NOT NULL, case_id TEXT, call_id TEXT, stage TEXT NOT NULL, "
             "opened {bigint} NOT NULL, closed {bigint}, due {bigint} NOT NULL, owner TEXT NOT NULL, "
-            "outlet_id TEXT, region TEXT)",
+            "outlet_id TEXT, region TEXT, waiting_for TEXT)",
             f"CREATE INDEX {SPANS}_case ON {SPANS} (case_id)",
             f"CREATE INDEX {SPANS}_item ON {SPANS} (item)",
             f"CREATE TABLE {CALLS} (call_id TEXT PRIMARY KEY, time {{bigint}} NOT NULL, intent TEXT NOT NULL, "
@@ -134,8 +137,7 @@ class _Batch:
                 fb_ids.add(f.subject)
                 if kind == "feedback.routed" and f.data.get("case_id"):
                     case_ids.add(f.data["case_id"])
-            elif kind in ("outlet.registered", "technician.registered", "technician.praised",
-                          "technician.promoted", "stock.received"):
+            elif kind in _NOT_CASES:
                 continue
             else:
                 case_ids.add(f.subject)
@@ -207,8 +209,7 @@ class _Batch:
             self._call_received(fact)
         elif kind.startswith("feedback."):
             self._feedback(fact)
-        elif kind in ("outlet.registered", "technician.registered", "technician.praised",
-                      "technician.promoted", "stock.received"):
+        elif kind in _NOT_CASES:
             return
         else:
             file = self.file(fact.subject)
@@ -352,7 +353,7 @@ def _call_of(span: Span, file: CaseFile) -> str | None:
 
 
 def _span_row(s: Span, case_id: str | None, call_id: str | None, region: str | None) -> tuple[Any, ...]:
-    return (s.item, case_id, call_id, s.stage, s.opened, s.closed, s.due, s.owner, s.outlet_id, region)
+    return (s.item, case_id, call_id, s.stage, s.opened, s.closed, s.due, s.owner, s.outlet_id, region, s.waiting_for)
 
 
 def _item_row(file: CaseFile, a: Assessment) -> tuple[Any, ...]:

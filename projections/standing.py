@@ -49,6 +49,7 @@ def case_standing(log: EventLog, policy: LoopPolicy, case_id: str, at: int,
             "due": iso(st.due),
             "done": iso(st.done),
             "owner": st.owner,
+            "waiting_for": st.waiting_for,
         }
         if owner is None and st.status in ("open", "overdue"):
             owner = st.owner

@@ -50,7 +50,7 @@ def test_generate_ingest_replay_and_status_on_one_database(tmp_path: Path):
     assert ingest.returncode == 2  # one line rejected: said so, and kept
     assert "1 rejected into the quarantine" in ingest.stderr
     status = json.loads(run(["status"], tmp_path, CLOSEDLOOP_DATABASE_URL=url).stdout)
-    assert status["quarantine_open"] == 1 and set(status["view_lag"].values()) == {0}
+    assert status["quarantine_open"] == 1 and set(status["view_lag"].values()) == {0}  # every view current
     live = status["loop"]
     replay = run(["replay"], tmp_path, CLOSEDLOOP_DATABASE_URL=url)
     assert replay.returncode == 0, replay.stderr

@@ -103,7 +103,7 @@ def test_views_can_be_dropped_and_rebuilt_to_the_same_rows(engine: Engine):
     n = engine.projector.rebuild()
     assert n == 7  # the six, and the engine's routing
     assert summary(engine, "2026-11-05T00:00:00Z") == before
-    assert set(engine.projector.lag().values()) == {0}
+    assert set(engine.projector.lag().values()) == {0}  # every view current
 
 
 def test_two_writers_on_one_database_lose_and_repeat_nothing(engine: Engine, database_url: str):
@@ -126,7 +126,7 @@ def test_two_writers_on_one_database_lose_and_repeat_nothing(engine: Engine, dat
             assert len(engine.log.stream(stream)) == 8
         engine.catch_up()
         other.catch_up()
-        assert set(engine.projector.lag().values()) == {0}
+        assert set(engine.projector.lag().values()) == {0}  # every view current
         at = parse_ms("2026-10-30T10:00:00Z")
         assert leaks_view.summary(engine.storage, at) == leaks_view.summary(other.storage, at)
     finally:
