@@ -5,6 +5,7 @@ saved under tests/artifacts/."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,12 +17,11 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from fastapi import Depends
 
 from closedloop.engine import Engine, feed
 from closedloop.workload import WorkloadSpec, generate
 
-from conftest import IN_CI
+from conftest import IN_CI, event, registration
 
 CHROMIUM = os.environ.get("CLOSEDLOOP_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -76,35 +76,51 @@ class Served:
         self.thread.join(timeout=10)
 
 
-class Demo:
-    def __init__(self, tmp: Path) -> None:
-        from closedloop.api.app import create_app
-        from closedloop.api.security import require
+def without_router(app, router):
+    """The app with one router's routes taken out, as a server without them would be: an
+    included router is one entry of the app's routes in newer FastAPI, its routes in older."""
+    paths = {route.path for route in router.routes}
+    app.router.routes[:] = [r for r in app.router.routes
+                            if getattr(r, "original_router", None) is not router and getattr(r, "path", None) not in paths]
+    return app
 
-        import dashboard_standins
+
+class Demo:
+    """One engine with the default views and reactors, fed six days of demo calls, served
+    twice: whole, with its follow thread catching up and letting deadlines pass as the real
+    server does; and with the service network's routes taken out."""
+
+    def __init__(self, tmp: Path) -> None:
+        from closedloop.api import network
+        from closedloop.api.app import create_app
 
         self.end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
         self.events = list(generate(WorkloadSpec(seed=11, days=6, calls_per_day=50, outlets=8, regions=3, end=self.end)))
         self.engine = Engine.open(f"sqlite:///{tmp}/dashboard.db")
         feed(self.engine, self.events)
+        self.engine.tick()  # the deadlines already passed: alarms, escalations
         self.analyst = self.engine.keys.add("dash-analyst", "analyst")
         self.auditor = self.engine.keys.add("dash-auditor", "auditor")
-        self.api = Served(create_app(self.engine, follow_interval=None))
-        # the same engine with the department and network routes other branches are adding
-        full = create_app(self.engine, follow_interval=None)
-        full.include_router(dashboard_standins.router(dashboard_standins.DemoFacts(self.events), self.engine.clock),
-                            dependencies=[Depends(require("read"))])
-        self.full = Served(full)
+        self.producer = self.engine.keys.add("dash-producer", "producer", ["/"])
+        self.api = Served(create_app(self.engine, follow_interval=0.5))
+        self.without_network = Served(without_router(create_app(self.engine, follow_interval=None), network.router))
 
-    def get(self, path: str, key: str | None = None, base: str | None = None, **params: Any) -> Any:
-        answer = httpx.get((base or self.api.base) + path, params={k: v for k, v in params.items() if v is not None},
+    def get(self, path: str, key: str | None = None, **params: Any) -> Any:
+        answer = httpx.get(self.api.base + path, params={k: v for k, v in params.items() if v is not None},
                            headers={"Authorization": f"Bearer {key or self.analyst}"}, timeout=60)
         answer.raise_for_status()
         return answer.json()
 
+    def send(self, events: list[dict[str, Any]]) -> None:
+        answer = httpx.post(self.api.base + "/events/batch", content=json.dumps(events), timeout=60,
+                            headers={"Authorization": f"Bearer {self.producer}",
+                                     "content-type": "application/cloudevents-batch+json"})
+        answer.raise_for_status()
+        assert not answer.json()["rejected"], answer.text
+
     def close(self) -> None:
         self.api.stop()
-        self.full.stop()
+        self.without_network.stop()
         self.engine.close()
 
 
@@ -313,59 +329,148 @@ def test_the_controls_by_region_list_every_region_as_the_api_groups_them(demo: D
     shot(page, "controls-by-region")
 
 
-def test_pages_whose_routes_are_not_on_the_server_are_hidden(demo: Demo, page: Page):
+def test_every_page_is_in_the_menu_of_the_real_server(demo: Demo, page: Page):
     login(page, demo.api.base, demo.analyst)
+    assert page.locator("nav a").all_inner_texts() == ["Loop", "Three controls", "Defects", "Network"]
+
+
+def test_a_page_whose_routes_are_not_on_the_server_is_hidden(demo: Demo, page: Page):
+    assert "/alarms" not in httpx.get(demo.without_network.base + "/openapi.json").json()["paths"]
+    assert httpx.get(demo.without_network.base + "/alarms", headers={"Authorization": f"Bearer {demo.analyst}"}).status_code == 404
+    login(page, demo.without_network.base, demo.analyst)
     assert page.locator("nav a").all_inner_texts() == ["Loop", "Three controls", "Defects"]
-    page.goto(demo.api.base + "/#/network")
+    page.goto(demo.without_network.base + "/#/network")
     expect(page.locator("main h1")).to_have_text("Not on this server")
 
 
-def test_the_defect_pareto_lights_up_with_its_routes_and_a_bar_leads_to_its_cases(demo: Demo, page: Page):
-    login(page, demo.full.base, demo.analyst)
-    assert page.locator("nav a").all_inner_texts() == ["Loop", "Three controls", "Defects", "Network"]
+def test_the_defect_pareto_shows_the_apis_counts_and_a_bar_leads_to_its_cases(demo: Demo, page: Page):
+    login(page, demo.api.base, demo.analyst)
     page.click("nav a[data-page=quality]")
     chart = page.locator("[data-testid=pareto-fault_code] [data-testid=bar]")
-    pareto = demo.get("/quality/defects/pareto", base=demo.full.base, by="fault_code")
+    pareto = demo.get("/quality/defects/pareto", by="fault_code")
+    assert pareto["total"] > 0 and len(pareto["rows"]) > 1
     expect(chart).to_have_count(min(len(pareto["rows"]), 20))
     assert [(chart.nth(i).get_attribute("data-label"), int(chart.nth(i).get_attribute("data-value")))
             for i in range(chart.count())] == [(r["fault_code"], r["count"]) for r in pareto["rows"][:20]]
+    causes = page.locator("[data-testid=pareto-cause] [data-testid=bar]")
+    by_cause = demo.get("/quality/defects/pareto", by="cause")["rows"]
+    assert [(causes.nth(i).get_attribute("data-label"), int(causes.nth(i).get_attribute("data-value")))
+            for i in range(causes.count())] == [(r["cause"], r["count"]) for r in by_cause]
+    plants = page.locator("[data-testid=plants] [data-testid=bar]")
+    by_plant = demo.get("/quality/defects/batches", by="plant")["rows"]
+    assert [(plants.nth(i).get_attribute("data-label"), int(plants.nth(i).get_attribute("data-value")))
+            for i in range(plants.count())] == [(r["plant"], r["failures"]) for r in by_plant]
+    expect(page.locator(".lead")).to_contain_text(f"{pareto['total']:,} completed services")
     shot(page, "defects")
     top = pareto["rows"][0]
     chart.first.click()
-    cases = demo.get("/quality/defects/cases", base=demo.full.base, **top["filters"])
+    cases = demo.get("/quality/defects/cases", **top["filters"])
+    assert cases["total"] == top["count"]
     expect(page.locator("[data-testid=case-row]")).to_have_count(min(cases["total"], 100))
     expect(page.locator("[data-testid=case-list-total]")).to_contain_text(f"{cases['total']} completed services")
-    assert cases["total"] == top["count"]
+    assert [r.get_attribute("data-case") for r in page.locator("[data-testid=case-row]").all()] == \
+        [r["case_id"] for r in cases["rows"]]
     shot(page, "defect-cases")
     page.locator("[data-testid=case-row] a").first.click()
     expect(page.locator(".page[data-page=case] h1")).to_contain_text(cases["rows"][0]["case_id"])
 
 
 def test_failures_by_batch_lead_to_the_batchs_cases(demo: Demo, page: Page):
-    login(page, demo.full.base, demo.analyst, "/quality")
-    batches = demo.get("/quality/defects/batches", base=demo.full.base, by="batch")["rows"]
+    login(page, demo.api.base, demo.analyst, "/quality")
+    batches = demo.get("/quality/defects/batches", by="batch")["rows"]
     bars = page.locator("[data-testid=batches] [data-testid=bar]")
     expect(bars).to_have_count(min(len(batches), 15))
-    assert int(bars.first.get_attribute("data-value")) == batches[0]["failures"]
+    assert [int(b.get_attribute("data-value")) for b in bars.all()] == [r["failures"] for r in batches[:15]]
+    top = batches[0]
     bars.first.click()
-    expect(page.locator("[data-testid=case-row]")).to_have_count(batches[0]["failures"])
-    assert f"production_batch={batches[0]['production_batch']}" in page.url
+    expect(page.locator("[data-testid=case-row]")).to_have_count(top["failures"])
+    assert f"production_batch={top['production_batch']}" in page.url and "job=repair" in page.url
+    cases = demo.get("/quality/defects/cases", **top["filters"])
+    assert cases["total"] == top["failures"]
+    assert sorted(r.get_attribute("data-case") for r in page.locator("[data-testid=case-row]").all()) == \
+        sorted(r["case_id"] for r in cases["rows"])
 
 
-def test_the_network_page_shows_alarms_outlet_load_and_technicians_on_warning(demo: Demo, page: Page):
-    login(page, demo.full.base, demo.analyst, "/network")
-    alarms = demo.get("/network/alarms", base=demo.full.base, limit=50)
-    outlets = demo.get("/network/outlets", base=demo.full.base)["items"]
-    technicians = [t for t in demo.get("/network/technicians", base=demo.full.base)["items"]
-                   if t["status"] in ("warning", "eliminated")]
-    expect(page.locator("[data-testid=alarm]")).to_have_count(len(alarms["items"]))
+def outlet_bars(page: Page) -> dict[str, int]:
+    bars = page.locator("[data-testid=outlet-section] [data-testid=bar]")
+    return {b.get_attribute("data-label").split(" ")[0]: int(b.get_attribute("data-value")) for b in bars.all()}
+
+
+def test_the_network_page_shows_the_apis_alarms_outlet_load_and_technicians_on_warning(demo: Demo, page: Page):
+    # a fixed moment, a few seconds back (the server's follow thread has judged its deadlines):
+    # nothing changes while the test looks
+    moment = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    login(page, demo.api.base, demo.analyst, f"/network?as_of={moment}")
+    alarms = demo.get("/alarms", state="all", limit=50, as_of=moment)
+    still_open = demo.get("/alarms", state="open", as_of=moment)
+    outlets = demo.get("/outlets", limit=1000, as_of=moment)["items"]
+    technicians = {t["technician_id"]: t for status in ("eliminated", "warning")
+                   for t in demo.get("/technicians", status=status, as_of=moment)["items"]}
+    assert alarms["total"] > 0, "the demo has jobs not accepted in time"
+    assert technicians, "the demo's upheld complaints and repeat visits cost permit points"
+
+    rows = page.locator("[data-testid=alarm]")
+    expect(rows).to_have_count(len(alarms["items"]))
+    assert [(r.get_attribute("data-case"), r.get_attribute("data-level"), r.get_attribute("data-state"))
+            for r in rows.all()] == [(a["case_id"], str(a["level"]), a["state"]) for a in alarms["items"]]
+    expect(page.locator("[data-testid=open-alarms]")).to_have_text(str(still_open["total"]))
+    expect(page.locator("[data-testid=alarm-total]")).to_have_text(str(alarms["total"]))
+    expect(page.locator("[data-testid=alarm-section] h2")).to_contain_text("up to")
+
+    # load: today's jobs against today's capacity, in percent
     expect(page.locator("[data-testid=outlet-section] [data-testid=bar]")).to_have_count(len(outlets))
-    expect(page.locator("[data-testid=technician]")).to_have_count(len(technicians))
-    assert technicians, "the demo's complaints name technicians"
+    expected = {o["outlet_id"]: round(100 * o["today"]["load"] / o["today"]["capacity"]) if o["today"]["capacity"] else 0
+                for o in outlets}
+    assert outlet_bars(page) == expected
+    assert any(expected.values()), "the demo's outlets took jobs that day"
+    shown = page.locator("[data-testid=technician]")
+    expect(shown).to_have_count(len(technicians))
+    for row in shown.all():
+        t = technicians[row.get_attribute("data-id")]
+        assert row.get_attribute("data-status") == t["permit"]["status"]
+        assert number(row.locator("[data-testid=points]").inner_text()) == t["permit"]["balance"]
+    statuses = [row.get_attribute("data-status") for row in shown.all()]
+    assert statuses == sorted(statuses), "eliminated first, then warning"
     shot(page, "network")
-    busiest = max(outlets, key=lambda o: (o["open_jobs"] / o["daily_capacity"], o["open_jobs"]))
+
+    busiest = max(outlets, key=lambda o: (o["today"]["load"] / o["today"]["capacity"] if o["today"]["capacity"] else 0,
+                                          o["today"]["load"]))
     page.locator("[data-testid=outlet-section] [data-testid=bar]").first.click()
     expect(page.locator(".page[data-page=overview]")).to_be_visible()
     assert f"outlet_id={busiest['outlet_id']}" in page.url
-    expected = demo.get("/loop/leaks", outlet_id=busiest["outlet_id"], limit=50)
-    expect(page.locator("[data-testid=leak]")).to_have_count(len(expected["items"]))
+    expected_leaks = demo.get("/loop/leaks", outlet_id=busiest["outlet_id"], limit=50, as_of=moment)
+    expect(page.locator("[data-testid=leak]")).to_have_count(len(expected_leaks["items"]))
+
+
+def test_live_the_network_page_shows_a_new_alarm_as_it_happens(demo: Demo, page: Page):
+    page.clock.install()  # the page's own timers run when the test says: no waiting out the 10 s
+    login(page, demo.api.base, demo.analyst, "/network")
+    expect(page.locator("[data-testid=alarm-section] h2")).to_contain_text("refreshed every 10 s")
+    before = demo.get("/alarms", state="open")["total"]
+    expect(page.locator("[data-testid=open-alarms]")).to_have_text(str(before))
+    expect(page.locator("[data-testid=alarm][data-case=CASE-LIVE-1]")).to_have_count(0)
+
+    # a seat dispatches a job an hour ago; the outlet let its hour to accept pass
+    outlet = demo.get("/outlets")["items"][0]
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamp = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    demo.send([
+        event("case.registered", "CASE-LIVE-1", stamp(now - timedelta(minutes=62)),
+              registration("CALL-LIVE-1", region=outlet["regions"][0], product_line=outlet["product_lines"][0]),
+              id="live-reg-1"),
+        event("case.dispatched", "CASE-LIVE-1", stamp(now - timedelta(minutes=61)),
+              {"outlet_id": outlet["outlet_id"], "by": "agent", "accept_by": stamp(now - timedelta(minutes=1))},
+              id="live-dispatch-1"),
+    ])
+    deadline = time.monotonic() + 15
+    while demo.get("/alarms", case_id="CASE-LIVE-1")["total"] == 0:  # the server's follow thread ticks
+        assert time.monotonic() < deadline, "the engine raised no alarm"
+        time.sleep(0.1)
+    expect(page.locator("[data-testid=alarm][data-case=CASE-LIVE-1]")).to_have_count(0)  # not before the refresh
+    page.clock.run_for(10_500)
+    row = page.locator("[data-testid=alarm][data-case=CASE-LIVE-1]")
+    expect(row).to_have_count(1)
+    assert (row.get_attribute("data-level"), row.get_attribute("data-state")) == ("1", "open")
+    expect(page.locator("[data-testid=open-alarms]")).to_have_text(str(demo.get("/alarms", state="open")["total"]))
+    assert page.locator("[data-testid=alarm]").first.get_attribute("data-case") == "CASE-LIVE-1"  # newest first
+    shot(page, "network-live")

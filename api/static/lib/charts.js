@@ -50,11 +50,10 @@ function wrapLink(href, el, label) {
 }
 
 // Horizontal bars: one row per item, label left, number right; `href` makes a row a link.
-// items: [{label, value, href?, detail?, tone?: "bad"|"good"|"warn"}]
-export function hbars({ items, unit, title, width = 680, labelWidth = 170, emptyText = "nothing to show" }) {
+// items: [{label, value, href?, detail?, text? (the number as written; default the value), tone?: "bad"|"good"|"warn"}]
+export function hbars({ items, unit, title, width = 680, labelWidth = 170, valueWidth = 110, emptyText = "nothing to show" }) {
   const row = 26;
   const top = title ? 28 : 8;
-  const valueWidth = 110;
   const plot = width - labelWidth - valueWidth - 10;
   const height = top + Math.max(items.length, 1) * row + 34;
   const max = Math.max(0, ...items.map((i) => i.value || 0));
@@ -80,7 +79,7 @@ export function hbars({ items, unit, title, width = 680, labelWidth = 170, empty
       s("text", { x: labelWidth - 8, y: y + 17, "text-anchor": "end", class: "label" }, fit(item.label, labelWidth - 12)),
       s("rect", { x: labelWidth, y: y + 4, width: Math.max(x(item.value) - labelWidth, item.value ? 2 : 0), height: row - 8,
         class: "fill" }),
-      s("text", { x: x(item.value) + 6, y: y + 17, class: "value" }, fmt(item.value)));
+      s("text", { x: x(item.value) + 6, y: y + 17, class: "value" }, item.text ?? fmt(item.value)));
     svg.append(wrapLink(item.href, g, `${item.label}: ${fmt(item.value)} ${unit}`));
   });
   return svg;

@@ -4,12 +4,14 @@
 //
 // Reads: GET /quality/defects/pareto?by=fault_code|cause&from&to&as_of&model&product_line
 //        GET /quality/defects/batches?by=batch|plant&from&to&as_of&model&product_line
+//            rows: {model, production_batch, plant | plant, failures, failures_in_shipped_batches, shipped,
+//                   failure_rate_ppm, filters} (completed repairs: filters carry job=repair)
 //        GET /quality/defects/cases?from&to&as_of&<a row's filters>&limit&offset
 // each row carries `filters`: the query that lists its cases.
 
 import { get, state } from "../lib/api.js";
 import { hbars, pareto } from "../lib/charts.js";
-import { fmtInt, fmtTime, go, h, link, paramsObject } from "../lib/dom.js";
+import { fmtInt, fmtPpm, fmtTime, go, h, link, paramsObject } from "../lib/dom.js";
 
 const DAY = 86_400_000;
 const PAGE_SIZE = 100;
@@ -18,6 +20,15 @@ function windowOf(p) {
   const days = Math.min(Math.max(Number(p.days) || 30, 1), 730);
   const to = state.asOf ? new Date(state.asOf) : new Date();
   return { days, from: new Date(to.getTime() - days * DAY).toISOString() };
+}
+
+// a batch's or plant's failure rate: the API counts only the failures of batches whose shipments
+// are known (failures_in_shipped_batches), per million units of those batches shipped
+function rateDetail(r) {
+  if (r.failure_rate_ppm == null) return "shipments unknown: no failure rate";
+  const part = r.failures_in_shipped_batches !== r.failures
+    ? ` (${fmtInt(r.failures_in_shipped_batches)} of the ${fmtInt(r.failures)} failures are of batches with known shipments)` : "";
+  return `${fmtPpm(r.failure_rate_ppm)}: ${fmtInt(r.failures_in_shipped_batches)} failures per ${fmtInt(r.shipped)} units shipped${part}`;
 }
 
 function casesLink(filters, days) {
@@ -37,11 +48,11 @@ async function listCases(el, p) {
     h("p", { class: "lead", dataset: { testid: "case-list-total" } },
       `${fmtInt(answer.total)} completed services with ${described || "any details"}, in the last ${days} days.`),
     h("table", { class: "numbers-table", dataset: { testid: "case-list" } },
-      h("thead", {}, h("tr", {}, ["case", "completed", "product line", "model", "batch", "plant", "fault code", "cause",
+      h("thead", {}, h("tr", {}, ["case", "completed", "job", "product line", "model", "batch", "plant", "fault code", "cause",
         "outlet", "technician"].map((c) => h("th", {}, c)))),
       h("tbody", {}, answer.rows.map((r) => h("tr", { dataset: { testid: "case-row", case: r.case_id } },
         h("td", {}, h("a", { href: link("case", [r.case_id]) }, r.case_id)),
-        h("td", {}, fmtTime(r.completed)), h("td", {}, r.product_line), h("td", {}, r.model),
+        h("td", {}, fmtTime(r.completed)), h("td", {}, r.job || "—"), h("td", {}, r.product_line), h("td", {}, r.model),
         h("td", {}, r.production_batch || "—"), h("td", {}, r.plant || "—"), h("td", {}, r.fault_code),
         h("td", {}, r.cause), h("td", {}, r.outlet_id), h("td", {}, r.technician_id))))),
     h("p", { class: "pager" },
@@ -91,16 +102,16 @@ export default {
           pareto({ items: bars(causes.rows, "cause"), unit: "completed services" }))),
       h("div", { class: "grid2" },
         h("section", { class: "panel", dataset: { testid: "batches" } }, h("h2", {}, "Failures by production batch"),
-          hbars({ unit: "failures (completed repairs)", labelWidth: 260, items: batches.rows.slice(0, 15).map((r) => ({
+          hbars({ unit: "failures (completed repairs)", labelWidth: 285, items: batches.rows.slice(0, 15).map((r) => ({
             label: [r.model, r.production_batch, r.plant].filter(Boolean).join(" · ") || "unknown batch",
             value: r.failures,
-            detail: r.failure_rate_ppm != null ? `${fmtInt(r.failure_rate_ppm)} PPM of ${fmtInt(r.shipped)} shipped` : "shipments unknown",
+            detail: rateDetail(r),
             href: casesLink(r.filters || { ...scope, model: r.model, production_batch: r.production_batch, plant: r.plant }, days),
           })) })),
         h("section", { class: "panel", dataset: { testid: "plants" } }, h("h2", {}, "Failures by plant"),
           hbars({ unit: "failures (completed repairs)", items: plants.rows.map((r) => ({
             label: r.plant || "unknown plant", value: r.failures,
-            detail: r.failure_rate_ppm != null ? `${fmtInt(r.failure_rate_ppm)} PPM of ${fmtInt(r.shipped)} shipped` : "",
+            detail: rateDetail(r),
             href: casesLink(r.filters || { ...scope, plant: r.plant }, days),
           })) }))),
     );
