@@ -80,16 +80,28 @@ def raw_baseline(batches: list[bytes], path: Path, synchronous: str) -> float:
     return n / took
 
 
-def engine_over_http(batches: list[bytes], db: Path, synchronous: str) -> tuple[float, list[float], int]:
+def engine_over_http(batches: list[bytes], db: Path, synchronous: str,
+                     auto_dispatch: bool = False) -> tuple[float, list[float], int]:
+    from closedloop.engine import Engine
+
     port = free_port()
-    env = {**os.environ, "CLOSEDLOOP_SQLITE_SYNCHRONOUS": synchronous}
+    env = {**os.environ, "CLOSEDLOOP_SQLITE_SYNCHRONOUS": synchronous, "CLOSEDLOOP_LOG_LEVEL": "WARNING"}
+    # the producers' key, as a real deployment would hand it out
+    setup = Engine.open(f"sqlite:///{db}")
+    key = setup.keys.add("bench-producers", "producer", ["/"])
+    operator = setup.keys.add("bench-operator", "operator")
+    setup.close()
+    auth = {"authorization": f"Bearer {key}"}
     server = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "--port", str(port),
-                               "--database", f"sqlite:///{db}"], env=env,
+                               "--database", f"sqlite:///{db}",
+                               "--auto-dispatch" if auto_dispatch else "--no-auto-dispatch"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(200):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/health", headers={"authorization": f"Bearer {operator}"}),
+                    timeout=1).read()
                 break
             except OSError:
                 time.sleep(0.05)
@@ -100,7 +112,7 @@ def engine_over_http(batches: list[bytes], db: Path, synchronous: str) -> tuple[
         for i, body in enumerate(batches):
             t0 = time.perf_counter()
             conn.request("POST", "/events/batch", body=body,
-                         headers={"content-type": "application/cloudevents-batch+json"})
+                         headers={"content-type": "application/cloudevents-batch+json", **auth})
             answer = json.loads(conn.getresponse().read())
             latencies.append(time.perf_counter() - t0)
             accepted += answer["accepted"]
@@ -108,7 +120,8 @@ def engine_over_http(batches: list[bytes], db: Path, synchronous: str) -> tuple[
                 print(f"\r  engine: {accepted:,} events recorded", end="", file=sys.stderr, flush=True)
         took = time.perf_counter() - started
         print(file=sys.stderr)
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
+        health = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/health", headers={"authorization": f"Bearer {operator}"})).read())
         assert set(health["view_lag"].values()) == {0}, health
         return accepted / took, latencies, accepted
     finally:
@@ -142,6 +155,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
+    parser.add_argument("--auto-dispatch", action="store_true",
+                        help="let the engine dispatch too (the workload's call center already dispatches every "
+                        "case, so by default the engine does not)")
     args = parser.parse_args()
 
     print(f"generating a workload of at least {args.events:,} events ...", file=sys.stderr)
@@ -153,12 +169,13 @@ def main() -> None:
         print("raw baseline: sqlite3 executemany ...", file=sys.stderr)
         raw = raw_baseline(batches, Path(tmp) / "raw.db", args.synchronous)
         print("engine: POST /events/batch with every view current ...", file=sys.stderr)
-        rate, latencies, accepted = engine_over_http(batches, Path(tmp) / "engine.db", args.synchronous)
+        rate, latencies, accepted = engine_over_http(batches, Path(tmp) / "engine.db", args.synchronous,
+                                                     args.auto_dispatch)
         print("replay: every view rebuilt from the log ...", file=sys.stderr)
         replay_rate, replayed = replay(Path(tmp) / "engine.db")
     print()
     print(f"closedloop ingest benchmark — {len(events):,} events, batches of {args.batch}, "
-          f"SQLite synchronous={args.synchronous}")
+          f"SQLite synchronous={args.synchronous}, automatic dispatch {'on' if args.auto_dispatch else 'off'}")
     print(f"  raw sqlite3 executemany (baseline) {raw:>12,.0f} events/s")
     print(f"  engine via POST /events/batch      {rate:>12,.0f} events/s   "
           f"ratio to raw {rate / raw:.2f}   ({accepted:,} recorded, views current)")
