@@ -338,16 +338,54 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     spec = WorkloadSpec(seed=args.seed, days=args.days, calls_per_day=args.calls_per_day,
                         outlets=args.outlets, regions=args.regions, end=args.end)
-    out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
+    output = args.output if args.output is not None else (None if args.kafka_topic else "-")
+    if args.kafka_topic:
+        return _generate_to_kafka(args, spec, output)
+    out = sys.stdout.buffer if output == "-" else open(output, "wb")
     n = 0
+    bar = _progress(None, "generate") if output != "-" else None
     try:
         for event in generate(spec):
             out.write(orjson.dumps(event) + b"\n")
             n += 1
+            if bar is not None and n % 5000 == 0:
+                bar.update(5000)
     finally:
+        if bar is not None:
+            bar.update(n % 5000)
+            bar.close()
         if out is not sys.stdout.buffer:
             out.close()
-    print(f"{n} events written to {args.output}", file=sys.stderr)
+    print(f"{n} events written to {output}", file=sys.stderr)
+    return 0
+
+
+def _generate_to_kafka(args: argparse.Namespace, spec, output: str | None) -> int:
+    """The same events, in the same order, to a topic (and to `output` too when given)."""
+    from closedloop.consumers import kafka as binding
+    from closedloop.workload import generate
+
+    bootstrap = binding.bootstrap_servers(args.bootstrap)
+    binding.ensure_topics(bootstrap, [args.kafka_topic], binding.topic_partitions(args.partitions))
+    out = None if output is None else (sys.stdout.buffer if output == "-" else open(output, "wb"))
+
+    def events():
+        for event in generate(spec):
+            if out is not None:
+                out.write(orjson.dumps(event) + b"\n")
+            yield event
+
+    bar = _progress(None, f"generate -> {args.kafka_topic}")
+    started = time.perf_counter()
+    try:
+        n = binding.produce(bootstrap, args.kafka_topic, events(), mode=args.mode, progress=bar.update)
+    finally:
+        bar.close()
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+    took = time.perf_counter() - started
+    print(f"{n} events sent to {args.kafka_topic} at {','.join(bootstrap)} ({args.mode} mode, keyed by subject; "
+          f"{n / max(took, 1e-9):,.0f} events/s)" + (f" and written to {output}" if output else ""), file=sys.stderr)
     return 0
 
 
@@ -622,10 +660,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=2000)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("generate", help="write a synthetic workload as JSON lines")
+    p = sub.add_parser("generate", help="write a synthetic workload as JSON lines, or send it to a Kafka topic")
     workload(p, days=3, calls=400)
     p.add_argument("--end", type=_moment, default=None, help="the last moment of the workload")
-    p.add_argument("-o", "--output", default="-")
+    p.add_argument("-o", "--output", default=None,
+                   help="a JSON-lines file, - for stdout (default: stdout, or none with --kafka-topic)")
+    p.add_argument("--kafka-topic", default=None,
+                   help="send each event as a message to this topic, keyed by its subject (created when missing)")
+    p.add_argument("--bootstrap", default=None,
+                   help="Kafka brokers host:port[,host:port] (default: $CLOSEDLOOP_KAFKA_BOOTSTRAP)")
+    p.add_argument("--mode", choices=["structured", "binary"], default="structured",
+                   help="CloudEvents content mode of the messages")
+    p.add_argument("--partitions", default=os.environ.get("CLOSEDLOOP_KAFKA_PARTITIONS", "3"),
+                   help="partitions of the topic when it has to be created")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("verify", parents=[common],

@@ -99,7 +99,13 @@ class Projector:
     def _apply(self, facts: list[Fact]) -> None:
         last = facts[-1].position
         with self.storage.writing() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}")
+            # Several processes (consumers sharing a topic's partitions) project the same log:
+            # on PostgreSQL each takes the views' position rows first, so the second waits for
+            # the first to commit and then skips what it applied (SQLite's BEGIN IMMEDIATE
+            # already serializes writers). Without the lock both read the same position, and
+            # the slower one's update found it moved: StaleViewError, and the consumer died.
+            lock = " ORDER BY name FOR UPDATE" if self.storage.dialect == "postgresql" else ""
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}{lock}")
             at = {r["name"]: r["position"] for r in rows}
             for view in self.views:
                 pos = at.get(view.name, 0)

@@ -131,3 +131,41 @@ def test_two_writers_on_one_database_lose_and_repeat_nothing(engine: Engine, dat
         assert leaks_view.summary(engine.storage, at) == leaks_view.summary(other.storage, at)
     finally:
         other.close()
+
+
+def test_two_writers_at_once_project_the_same_views_without_stepping_on_each_other(engine: Engine,
+                                                                                   database_url: str):
+    """Two engines submitting at the same moment (two consumers sharing a topic's partitions)
+    both bring the views along; neither fails because the other moved a view's position
+    between its read and its update."""
+    import threading
+
+    other = Engine.open(database_url)
+    errors: list[BaseException] = []
+
+    def send(e: Engine, offset: int) -> None:
+        try:
+            for b in range(15):
+                batch = []
+                for i in range(offset + b * 10, offset + b * 10 + 10):
+                    batch.append(event("call.received", f"CALL-{i}", "2026-10-30T08:00:00Z",
+                                       {"phone": "1", "intent": "repair"}))
+                    batch.append(event("case.registered", f"CASE-{i}", "2026-10-30T08:05:00Z",
+                                       registration(f"CALL-{i}")))
+                e.submit(batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=send, args=(e, k * 1000)) for k, e in enumerate((engine, other))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        engine.catch_up()
+        assert set(engine.projector.lag().values()) == {0}
+        at = parse_ms("2026-10-30T10:00:00Z")
+        assert leaks_view.summary(engine.storage, at)["cases"] == 300
+    finally:
+        other.close()
