@@ -39,12 +39,20 @@ class StaleReactorError(RuntimeError):
     """Another process moved the reactor on while this one was deciding."""
 
 
+class _MovedOn(Exception):
+    """Raised inside a transaction to roll it back: another process got there first."""
+
+
 class Reactions:
     def __init__(self, log: EventLog, reactors: Iterable[Reactor], batch_size: int = 5000) -> None:
         self.log = log
         self.reactors = list(reactors)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        # PostgreSQL lets two processes read a position at once: lock the rows read, so the
+        # second waits for the first and then sees where it left off (SQLite's writer lock
+        # already does this)
+        self._lock_rows = " FOR UPDATE" if log.storage.dialect == "postgresql" else ""
         # the decisions the last `run` or `tick` appended: the views take them without reading them
         # back, and the next run hands them to the reactors that have not seen them yet
         self.appended: list[Fact] = []
@@ -112,14 +120,14 @@ class Reactions:
 
         def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
-            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE}")
+            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} ORDER BY name{self._lock_rows}")
             at = {r["name"]: (r["position"], r["quiet_until"]) for r in rows}
+            if any(at[r.name][0] != positions[r.name] for r in reactors):
+                raise _MovedOn  # another process answered some of these: take the careful path
             in_hand = list(window)
             stored_all: list[Fact] = []
             for reactor in reactors:
                 position, quiet_until = at[reactor.name]
-                if position != positions[reactor.name]:
-                    raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")
                 todo = [f for f in in_hand if f.position > position]
                 if not todo:
                     continue
@@ -138,7 +146,10 @@ class Reactions:
                            [todo[-1].position, reactor.name])
             return stored_all
 
-        stored = self.log.transaction(work)
+        try:
+            stored = self.log.transaction(work)
+        except _MovedOn:
+            return 0, set()
         if decided is not None:
             decided.extend(stored)
         return len(stored), {r.name for r in reactors}
@@ -146,7 +157,8 @@ class Reactions:
     def _react(self, reactor: Reactor, facts: list[Fact], decided: list[Fact] | None = None) -> int:
         def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
-            row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
+            row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?{self._lock_rows}",
+                         [reactor.name])
             position, quiet_until = row["position"], row["quiet_until"]
             todo = [f for f in facts if f.position > position]
             if not todo:

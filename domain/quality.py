@@ -189,7 +189,7 @@ class QualityPolicy:
     prices: tuple[PriceList, ...] = (PriceList(None, dict(DEFAULT_PRICES)),)
     penalties: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEFAULT_PENALTIES))
     # a repair of the same unit this soon after an earlier repair is a repeat repair
-    repeat_within: int = 90 * DAY_MS
+    repeat_within: int = 30 * DAY_MS  # one window for analytics and the permit (issue 4: 30 days)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "QualityPolicy":
