@@ -69,6 +69,7 @@ class Reactions:
         # A fact appended in between is decided as new; its deterministic id keeps it single.
         head = self.log.head()
         with storage.writing() as tx:
+            storage.lock_ddl(tx)
             row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
             if row is not None and row["fingerprint"] == reactor.fingerprint():
                 return

@@ -8,8 +8,10 @@ position can each be written atomically with the same code.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from uuid import uuid4
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import OperationalError as EsOperationalError
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnectionPool, SQLiteDatastore
 
 EVENTS_TABLE = "closedloop_events"
@@ -76,9 +79,15 @@ class Storage:
         return statement.format(**self.types)
 
     def create(self, statements: Sequence[str]) -> None:
+        """Create tables if missing, one process at a time (see `lock_ddl`)."""
         with self.writing() as tx:
+            self.lock_ddl(tx)
             for statement in statements:
                 tx.execute(self.ddl(statement))
+
+    def lock_ddl(self, tx: Tx) -> None:
+        """Several processes starting at once on an empty database must not create the same
+        tables at the same moment (PostgreSQL's IF NOT EXISTS is not safe against that)."""
 
     @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:  # pragma: no cover - abstract
@@ -156,7 +165,16 @@ class SQLiteStorage(Storage):
             raise ConfigurationError("CLOSEDLOOP_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
         self.datastore.pool = pool
         self.recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
-        self.recorder.create_table()
+        # Processes opening a new file at the same moment: switching it to WAL takes a lock that
+        # does not wait, so the one that loses waits a moment and tries again.
+        for attempt in range(20):
+            try:
+                self.recorder.create_table()
+                break
+            except (sqlite3.OperationalError, EsOperationalError) as exc:
+                if "locked" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:
@@ -227,17 +245,27 @@ class PostgresStorage(Storage):
 
                 return after_connect
 
-        if schema != "public":
-            import psycopg
+        import psycopg
 
-            with psycopg.connect(dbname=dbname, host=host, port=port, user=user, password=password,
-                                 autocommit=True) as conn:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        self.datastore = _Datastore(dbname, host, port, user, password, schema=schema,
-                                    originator_id_type="text", pool_size=4, max_overflow=8,
-                                    lock_timeout=30)
-        self.recorder = PostgresApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
-        self.recorder.create_table()
+        self._ddl_key = int.from_bytes(hashlib.sha256(f"closedloop-ddl:{schema}".encode()).digest()[:8],
+                                       "big", signed=True)
+        # the schema and the log's tables, made by one starting process at a time
+        with psycopg.connect(dbname=dbname, host=host, port=port, user=user, password=password,
+                             autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", [self._ddl_key])
+            try:
+                if schema != "public":
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                self.datastore = _Datastore(dbname, host, port, user, password, schema=schema,
+                                            originator_id_type="text", pool_size=4, max_overflow=8,
+                                            lock_timeout=30)
+                self.recorder = PostgresApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
+                self.recorder.create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [self._ddl_key])
+
+    def lock_ddl(self, tx: Tx) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(?)", [self._ddl_key])
 
     @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:

@@ -47,6 +47,7 @@ class Projector:
 
     def _prepare(self, view: View) -> None:
         with self.storage.writing() as tx:
+            self.storage.lock_ddl(tx)
             row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
             if row is not None and row["fingerprint"] == view.fingerprint():
                 return

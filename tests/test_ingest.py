@@ -169,3 +169,30 @@ def test_two_writers_at_once_project_the_same_views_without_stepping_on_each_oth
         assert leaks_view.summary(engine.storage, at)["cases"] == 300
     finally:
         other.close()
+
+
+def test_processes_starting_together_on_a_fresh_database_all_get_their_tables(database_url: str):
+    """Consumers and servers started at the same moment on an empty database each create the
+    tables they need; none may fail because another was creating them too."""
+    import threading
+
+    errors: list[BaseException] = []
+    engines: list[Engine] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        try:
+            start.wait()
+            engines.append(Engine.open(database_url, reactors=[]))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert engines[0].submit([CALL]).accepted == 1
+    for e in engines:
+        e.close()
