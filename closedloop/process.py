@@ -132,13 +132,7 @@ class Reactions:
                 todo = [f for f in in_hand if f.position > position]
                 if not todo:
                     continue
-                quiet = [f for f in todo if f.position <= quiet_until]
-                if quiet:
-                    reactor.react(tx, quiet)  # state only: these were decided before
-                loud = todo[len(quiet):]
-                decisions = reactor.react(tx, loud) if loud else []
-                _check(reactor, decisions)
-                stored = session.append(decisions).stored
+                stored = _answer(session, reactor, todo, quiet_until)
                 in_hand += stored
                 stored_all += stored
                 # a reactor has seen what was in hand when it answered; its own decisions and
@@ -164,13 +158,7 @@ class Reactions:
             todo = [f for f in facts if f.position > position]
             if not todo:
                 return []
-            quiet = [f for f in todo if f.position <= quiet_until]
-            if quiet:
-                reactor.react(tx, quiet)  # state only: these were decided before
-            loud = todo[len(quiet):]
-            decisions = reactor.react(tx, loud) if loud else []
-            _check(reactor, decisions)
-            stored = session.append(decisions).stored
+            stored = _answer(session, reactor, todo, quiet_until)
             tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ? AND position = ?",
                        [todo[-1].position, reactor.name, position])
             if tx.rowcount() != 1:
@@ -211,6 +199,19 @@ def _following(facts: Sequence[Fact], start: int) -> list[Fact]:
         out.append(f)
         expected += 1
     return out
+
+
+def _answer(session: AppendSession, reactor: Reactor, todo: list[Fact], quiet_until: int) -> list[Fact]:
+    """One reactor answers `todo` inside the session's transaction; returns its decisions as
+    recorded. Facts up to `quiet_until` were decided under earlier rules: they only update
+    the reactor's state."""
+    quiet = [f for f in todo if f.position <= quiet_until]
+    if quiet:
+        reactor.react(session.tx, quiet)
+    loud = todo[len(quiet):]
+    decisions = reactor.react(session.tx, loud) if loud else []
+    _check(reactor, decisions)
+    return session.append(decisions).stored
 
 
 def _check(reactor: Reactor, decisions: Sequence[Fact]) -> None:

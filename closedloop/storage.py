@@ -140,6 +140,24 @@ class _Recorder(SQLiteApplicationRecorder):
         )
 
 
+def _switch_to_wal(path: str) -> None:
+    """Put a database file in WAL mode before the library's pool opens it. The switch takes a
+    lock that does not wait; processes opening a new file at the same moment retry here,
+    where a failure leaves nothing half-acquired behind."""
+    for attempt in range(40):
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 39:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
 class SQLiteStorage(Storage):
     dialect = "sqlite"
     types = {"bigint": "INTEGER", "blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
@@ -151,6 +169,7 @@ class SQLiteStorage(Storage):
         if not memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             db_name = path
+            _switch_to_wal(path)
         else:
             # each in-memory store is its own database, shared by the pool's connections
             db_name = path if path.startswith("file:") else f"file:closedloop-{uuid4().hex}?mode=memory&cache=shared"
