@@ -295,7 +295,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         bar = _progress(head, "replay")
         if args.as_of is None and args.known_at is None:
             started = time.perf_counter()
-            n = engine.projector.rebuild(bar.update)
+            from closedloop.projections.rebuild import default_workers
+
+            workers = args.workers if args.workers is not None else default_workers()
+            n = engine.projector.rebuild(bar.update, workers=max(1, workers))
             bar.close()
             took = time.perf_counter() - started
             print(f"rebuilt every view from {n} events in {took:.1f} s ({n / max(took, 1e-9):,.0f} events/s)",
@@ -653,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", parents=[common], help="rebuild every view from the log, or report the loop at a past moment")
     p.add_argument("--as-of", type=_moment, default=None, help="the world as it stood then (event time)")
     p.add_argument("--known-at", type=_moment, default=None, help="only what had been recorded by then")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes folding views at once (default: CLOSEDLOOP_REPLAY_WORKERS, else one per core)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("ingest", parents=[common], help="append events from a JSON-lines or JSON-array file")

@@ -52,6 +52,8 @@ class _Call:
 
 
 class LoopView:
+    # what folding it costs beside the other views (about 1): a parallel rebuild balances on it
+    weight = 6.0
     name = "loop"
 
     def __init__(self, policy: LoopPolicy) -> None:

@@ -32,12 +32,16 @@ class StaleViewError(RuntimeError):
 
 
 class Projector:
-    def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 20_000):
+    def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 20_000,
+                 storage: Storage | None = None):
         self.log = log
-        self.storage: Storage = log.storage
+        # where the views live: the log's database, or a scratch file a rebuild worker fills
+        self.storage: Storage = storage or log.storage
         self.views = list(views)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        self._names = [v.name for v in self.views]
+        self._marks = ",".join("?" * len(self._names)) or "NULL"
         self.storage.create([
             f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
             "position {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
@@ -68,7 +72,8 @@ class Projector:
 
     def positions(self) -> dict[str, int]:
         with self.storage.reading() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}")
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks})",
+                          self._names)
         known = {r["name"]: r["position"] for r in rows}
         return {v.name: known.get(v.name, 0) for v in self.views}
 
@@ -105,8 +110,10 @@ class Projector:
             # the first to commit and then skips what it applied (SQLite's BEGIN IMMEDIATE
             # already serializes writers). Without the lock both read the same position, and
             # the slower one's update found it moved: StaleViewError, and the consumer died.
+            # Only this projector's views: a rebuild's workers each hold their own views' rows.
             lock = " ORDER BY name FOR UPDATE" if self.storage.dialect == "postgresql" else ""
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}{lock}")
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks}){lock}",
+                          self._names)
             at = {r["name"]: r["position"] for r in rows}
             for view in self.views:
                 pos = at.get(view.name, 0)
@@ -119,14 +126,22 @@ class Projector:
                 if tx.rowcount() != 1:
                     raise StaleViewError(f"view {view.name} moved on under this batch")
 
-    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        """Drop every view and build it again from the first event of the log."""
+    def rebuild(self, progress: Callable[[int], None] | None = None, workers: int = 1) -> int:
+        """Drop every view and build it again from the first event of the log; with
+        `workers` > 1, groups of views are folded by that many processes at once."""
+        from closedloop.projections import rebuild as parallel
+
         with self._lock:
             self.storage.compact()
             with self.storage.writing() as tx:
                 for view in self.views:
                     self._reset(tx, view, defer_indexes=True)
-        n = self.catch_up(progress)
+            groups = parallel.plan(self.views, workers)
+            n = 0
+            if len(groups) > 1 and parallel.parallel_possible(self.storage):
+                n = parallel.rebuild_in_parallel(self, groups, self.log.head(), progress)
+        # what was appended meanwhile, or everything when folded here
+        n += self.catch_up(progress)
         # an index built once over all rows costs less than one kept up row by row
         with self._lock, self.storage.writing() as tx:
             for view in self.views:

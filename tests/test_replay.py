@@ -49,6 +49,31 @@ def test_a_rebuild_from_the_log_equals_the_live_views(engine: Engine, workload: 
     assert snapshot(engine) == live
 
 
+def every_view_table(engine: Engine) -> dict[str, list]:
+    out = {}
+    with engine.storage.reading() as tx:
+        for view in engine.views:
+            for table in view.tables():
+                out[table] = sorted(repr(tuple(r)) for r in tx.all(f"SELECT * FROM {table}"))
+    return out
+
+
+def test_views_folded_by_several_processes_at_once_equal_the_live_ones(engine: Engine, workload: list[dict]):
+    feed(engine, workload, batch_size=700)
+    live = every_view_table(engine)
+    assert sum(len(rows) for rows in live.values()) > 2000
+    in_log = sum(len(batch) for batch in engine.log.follow(0))
+    assert engine.projector.rebuild(workers=2) == in_log
+    assert every_view_table(engine) == live
+    assert set(engine.projector.lag().values()) == {0}
+    # the scratch files of the SQLite workers are gone
+    path = getattr(engine.storage, "path", None)
+    if path:
+        from pathlib import Path
+
+        assert not list(Path(path).parent.glob("*.rebuild-*"))
+
+
 def test_the_loop_replayed_up_to_a_moment_equals_the_live_view_of_that_moment(engine: Engine, workload: list[dict]):
     feed(engine, workload, batch_size=1000)
     start = to_ms(END - timedelta(days=SPEC.days + 1))
