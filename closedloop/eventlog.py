@@ -100,7 +100,8 @@ class EventLog:
             session = AppendSession(self)
             try:
                 with self._lock:  # one append at a time per process; the database orders processes
-                    with self.storage.writing(append=True) as tx:
+                    # the append lock is taken by the session's first append, not here
+                    with self.storage.writing() as tx:
                         session.tx = tx
                         out = work(session)
                     # Only once committed does this process trust the versions it wrote.
@@ -241,15 +242,19 @@ class AppendSession:
             fresh.append((fact, d))
         if not fresh:
             return result
+        recorded = log.clock()
+        encoded = [encode(fact, recorded) for fact, _ in fresh]
+        # from here to the commit, other processes' appends wait (PostgreSQL): only what
+        # needs the log's order is done under the lock
+        log.storage.lock_for_append(tx)
         missing = {f.stream for f, _ in fresh} - set(self.versions)
         self.versions.update(log._stream_versions(tx, missing))
-        recorded = log.clock()
         stored_events = []
-        for fact, _ in fresh:
+        for (fact, _), state in zip(fresh, encoded):
             stream = fact.stream
             version = self.versions.get(stream, 0) + 1
             self.versions[stream] = version
-            stored_events.append(StoredEvent(stream, version, fact.type, encode(fact, recorded)))
+            stored_events.append(StoredEvent(stream, version, fact.type, state))
         positions = log.storage.insert_stored(tx, stored_events)
         if self.tip is None:
             self.tip = chain.last_link(tx)[1]

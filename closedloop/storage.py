@@ -33,11 +33,12 @@ class ConfigurationError(ValueError):
 class Tx:
     """One transaction; the same calls and `?` placeholders on both databases."""
 
-    __slots__ = ("_cur", "_pg")
+    __slots__ = ("_cur", "_pg", "append_locked")
 
     def __init__(self, cursor: Any, pg: bool) -> None:
         self._cur = cursor
         self._pg = pg
+        self.append_locked = False
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._pg else sql
@@ -88,6 +89,9 @@ class Storage:
     def lock_ddl(self, tx: Tx) -> None:
         """Several processes starting at once on an empty database must not create the same
         tables at the same moment (PostgreSQL's IF NOT EXISTS is not safe against that)."""
+
+    def lock_for_append(self, tx: Tx) -> None:
+        """Order this transaction's appends with other processes' (see PostgreSQL's)."""
 
     @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:  # pragma: no cover - abstract
@@ -318,10 +322,18 @@ class PostgresStorage(Storage):
         with self.datastore.transaction(commit=True) as cur:
             tx = Tx(cur, pg=True)
             if append:
-                # The library's table lock: positions are handed out in commit order, so a
-                # follower never skips a gap that a slower transaction fills in later.
-                self.recorder._lock_table(cur)  # noqa: SLF001
+                self.lock_for_append(tx)
             yield tx
+
+    def lock_for_append(self, tx: Tx) -> None:
+        # The library's table lock: positions are handed out in commit order, so a follower
+        # never skips a gap that a slower transaction fills in later. It is taken as late as
+        # possible (just before the first insert) and held to the commit: what a transaction
+        # works out before (a reactor's decisions, a batch's digests) runs beside other
+        # processes' appends instead of queueing behind them.
+        if not tx.append_locked:
+            self.recorder._lock_table(tx.raw)  # noqa: SLF001
+            tx.append_locked = True
 
     @contextmanager
     def reading(self) -> Iterator[Tx]:
