@@ -1,8 +1,9 @@
-"""Ingest and replay benchmark on the embedded default (SQLite file).
+"""Ingest and replay benchmark, on the embedded default (SQLite file) or on PostgreSQL.
 
 1. Generates a realistic workload (at least 200,000 contract events by default).
-2. Raw baseline: plain `sqlite3` executemany of the same serialized events into a table
-   shaped like the log (primary key on stream and version), same journal and sync settings.
+2. Raw baseline: plain `sqlite3` executemany (SQLite) or psycopg COPY (PostgreSQL) of the
+   same serialized events into a table shaped like the log (primary key on stream and
+   version), one transaction per batch, same journal and sync settings.
 3. The engine end to end: `closedloop serve` in its own process; this process POSTs the
    events to /events/batch (application/cloudevents-batch+json) over loopback. Each request
    returns once its events are in the log and every view is current.
@@ -10,6 +11,7 @@
 
 Prints events/s for each, the ratio to the raw baseline, and batch latency percentiles.
 Usage: python bench/ingest.py [--events 200000] [--batch 2000] [--synchronous FULL]
+       [--database sqlite|postgres] [--postgres postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -80,20 +82,51 @@ def raw_baseline(batches: list[bytes], path: Path, synchronous: str) -> float:
     return n / took
 
 
-def engine_over_http(batches: list[bytes], db: Path, synchronous: str,
+def raw_baseline_postgres(batches: list[bytes], url: str) -> float:
+    """psycopg COPY of the same serialized events, one transaction per batch."""
+    import psycopg
+
+    schema = f"bench_raw_{int(time.time())}"
+    with psycopg.connect(url.split("?")[0]) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".log (stream TEXT, version BIGINT, topic TEXT, state BYTEA, '
+                     "PRIMARY KEY (stream, version))")
+        conn.commit()
+        try:
+            versions: dict[str, int] = {}
+            started = time.perf_counter()
+            n = 0
+            for body in batches:
+                with conn.cursor() as cur, cur.copy(f'COPY "{schema}".log (stream, version, topic, state) '
+                                                    "FROM STDIN") as copy:
+                    for e in orjson.loads(body):
+                        stream = e["subject"]
+                        v = versions.get(stream, 0) + 1
+                        versions[stream] = v
+                        copy.write_row((stream, v, e["type"], orjson.dumps(e)))
+                        n += 1
+                conn.commit()
+            took = time.perf_counter() - started
+        finally:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.commit()
+    return n / took
+
+
+def engine_over_http(batches: list[bytes], url: str, synchronous: str,
                      auto_dispatch: bool = False) -> tuple[float, list[float], int]:
     from closedloop.engine import Engine
 
     port = free_port()
     env = {**os.environ, "CLOSEDLOOP_SQLITE_SYNCHRONOUS": synchronous, "CLOSEDLOOP_LOG_LEVEL": "WARNING"}
     # the producers' key, as a real deployment would hand it out
-    setup = Engine.open(f"sqlite:///{db}")
+    setup = Engine.open(url)
     key = setup.keys.add("bench-producers", "producer", ["/"])
     operator = setup.keys.add("bench-operator", "operator")
     setup.close()
     auth = {"authorization": f"Bearer {key}"}
     server = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "--port", str(port),
-                               "--database", f"sqlite:///{db}",
+                               "--database", url,
                                "--auto-dispatch" if auto_dispatch else "--no-auto-dispatch"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -129,10 +162,10 @@ def engine_over_http(batches: list[bytes], db: Path, synchronous: str,
         server.wait(timeout=30)
 
 
-def replay(db: Path) -> tuple[float, int]:
+def replay(url: str) -> tuple[float, int]:
     """`closedloop replay` as an operator runs it, in its own process."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "replay", "--database", f"sqlite:///{db}"],
+    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "replay", "--database", url],
                           capture_output=True, text=True, env={**os.environ, "CLOSEDLOOP_NO_PROGRESS": "1"})
     took = time.perf_counter() - started
     if done.returncode != 0:
@@ -158,6 +191,9 @@ def main() -> None:
     parser.add_argument("--auto-dispatch", action="store_true",
                         help="let the engine dispatch too (the workload's call center already dispatches every "
                         "case, so by default the engine does not)")
+    parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--postgres", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL",
+                                                             "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
 
     print(f"generating a workload of at least {args.events:,} events ...", file=sys.stderr)
@@ -165,18 +201,35 @@ def main() -> None:
     events = make_workload(args.events)
     print(f"  {len(events):,} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     batches = [orjson.dumps(events[i : i + args.batch]) for i in range(0, len(events), args.batch)]
+    pg = args.database == "postgres"
+    schema = f"bench_{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
-        print("raw baseline: sqlite3 executemany ...", file=sys.stderr)
-        raw = raw_baseline(batches, Path(tmp) / "raw.db", args.synchronous)
-        print("engine: POST /events/batch with every view current ...", file=sys.stderr)
-        rate, latencies, accepted = engine_over_http(batches, Path(tmp) / "engine.db", args.synchronous,
-                                                     args.auto_dispatch)
-        print("replay: every view rebuilt from the log ...", file=sys.stderr)
-        replay_rate, replayed = replay(Path(tmp) / "engine.db")
+        if pg:
+            print("raw baseline: psycopg COPY ...", file=sys.stderr)
+            raw = raw_baseline_postgres(batches, args.postgres)
+            sep = "&" if "?" in args.postgres else "?"
+            url = f"{args.postgres}{sep}schema={schema}"
+        else:
+            print("raw baseline: sqlite3 executemany ...", file=sys.stderr)
+            raw = raw_baseline(batches, Path(tmp) / "raw.db", args.synchronous)
+            url = f"sqlite:///{Path(tmp) / 'engine.db'}"
+        try:
+            print("engine: POST /events/batch with every view current ...", file=sys.stderr)
+            rate, latencies, accepted = engine_over_http(batches, url, args.synchronous, args.auto_dispatch)
+            print("replay: every view rebuilt from the log ...", file=sys.stderr)
+            replay_rate, replayed = replay(url)
+        finally:
+            if pg:
+                import psycopg
+
+                with psycopg.connect(args.postgres.split("?")[0], autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     print()
+    where = "PostgreSQL" if pg else f"SQLite synchronous={args.synchronous}"
+    baseline = "raw psycopg COPY (baseline)     " if pg else "raw sqlite3 executemany (baseline)"
     print(f"closedloop ingest benchmark — {len(events):,} events, batches of {args.batch}, "
-          f"SQLite synchronous={args.synchronous}, automatic dispatch {'on' if args.auto_dispatch else 'off'}")
-    print(f"  raw sqlite3 executemany (baseline) {raw:>12,.0f} events/s")
+          f"{where}, automatic dispatch {'on' if args.auto_dispatch else 'off'}")
+    print(f"  {baseline} {raw:>12,.0f} events/s")
     print(f"  engine via POST /events/batch      {rate:>12,.0f} events/s   "
           f"ratio to raw {rate / raw:.2f}   ({accepted:,} recorded, views current)")
     print(f"  batch latency                      p50 {pct(latencies, 50) * 1000:,.0f} ms   "
