@@ -168,6 +168,18 @@ class _Batch:
             for row in self.tx.all(f"SELECT request_id, case_id, entries FROM {REQUESTS} "
                                    f"WHERE request_id IN ({_marks(chunk)})", chunk):
                 self.requests[row["request_id"]] = {"case_id": row["case_id"], "entries": orjson.loads(row["entries"])}
+        # the latest record of each technician the batch names: one query, not one per fact
+        named = sorted({f.subject for f in facts if f.type in ("technician.registered", "technician.promoted")})
+        latest: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(named):
+            for row in self.tx.all(f"SELECT technician_id, outlet_id, name, level, valid_from, position "
+                                   f"FROM {TECHNICIANS} WHERE technician_id IN ({_marks(chunk)})", chunk):
+                order = (row["valid_from"], row["position"])
+                if row["technician_id"] not in latest or order > latest[row["technician_id"]][0]:
+                    latest[row["technician_id"]] = (order, {"outlet_id": row["outlet_id"], "name": row["name"],
+                                                            "level": row["level"]})
+        for t in named:
+            self.technicians[t] = latest[t][1] if t in latest else None
 
     def technician(self, technician_id: str) -> dict[str, Any] | None:
         if technician_id not in self.technicians:
