@@ -323,12 +323,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     try:
+        engine.defer_views = args.defer_views
         bar = _progress(None, f"ingest {Path(args.file).name}")
         result = feed(engine, read_events(args.file), args.batch, channel=f"file:{Path(args.file).name}",
                       progress=bar.update)
         bar.close()
         print(f"{result.accepted} recorded, {result.duplicates} already recorded, "
               f"{len(result.rejected)} rejected into the quarantine", file=sys.stderr)
+        if args.defer_views:
+            from closedloop.projections.rebuild import default_workers
+
+            bar = _progress(engine.log.head(), "build the views")
+            started = time.perf_counter()
+            n = engine.projector.rebuild(bar.update, workers=default_workers())
+            bar.close()
+            print(f"views built from {n} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         for r in result.rejected[:10]:
             print(f"  {r.describe()}", file=sys.stderr)
         return 0 if not result.rejected else 2
@@ -663,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="append events from a JSON-lines or JSON-array file")
     p.add_argument("file")
     p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--defer-views", action="store_true",
+                   help="a load of history: build the views once at the end (a parallel replay) instead of "
+                   "batch by batch; other readers see them empty until then")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("generate", help="write a synthetic workload as JSON lines, or send it to a Kafka topic")

@@ -73,6 +73,9 @@ class Engine:
             self.reactors += quality_reactors(self.policy, self.quality, self.log)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
+        # a bulk load of history: the reactors answer each batch, the views are built once at
+        # the end by a (parallel) rebuild instead of batch by batch
+        self.defer_views = False
         # told of every submission (channel, what the append did, the outcome with what was
         # rejected and quarantined): the structured log, the metrics of each API process
         self.watchers: list[Callable[[str, Appended, Submitted], None]] = [log_submission]
@@ -122,7 +125,8 @@ class Engine:
             decided: list[Fact] = []
             if self.reactors:
                 self.reactions.run(fresh=appended.stored, decided=decided)
-            self.projector.catch_up(fresh=appended.stored + decided)
+            if not self.defer_views:
+                self.projector.catch_up(fresh=appended.stored + decided)
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

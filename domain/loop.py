@@ -50,6 +50,11 @@ def _blank(value: Any) -> bool:
 
 
 _REQUIRED_KEYS = {f"{g}.{n}" for g, n in REQUIRED_DETAILS}
+# per group, each detail's (key, whether required, the profile's name for it): _details is
+# run on every registration and amendment, so the lookups are made once here
+_DETAIL_INDEX: dict[str, dict[str, tuple[str, bool, str | None]]] = {}
+for _g, _n in set(REQUIRED_DETAILS) | set(PROFILE_DETAILS):
+    _DETAIL_INDEX.setdefault(_g, {})[_n] = (f"{_g}.{_n}", (_g, _n) in REQUIRED_DETAILS, PROFILE_DETAILS.get((_g, _n)))
 
 
 def _details(data: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +70,16 @@ def _details(data: dict[str, Any]) -> dict[str, Any]:
         part = data.get(group)
         if not isinstance(part, dict):
             continue
+        index = _DETAIL_INDEX.get(group, {})
         for name, value in part.items():
-            key = f"{group}.{name}"
-            if key in _REQUIRED_KEYS:
-                given[key] = not _blank(value)
-            prof = PROFILE_DETAILS.get((group, name))
-            if prof and not _blank(value):
+            known = index.get(name)
+            if known is None:
+                continue
+            key, required, prof = known
+            blank = _blank(value)
+            if required:
+                given[key] = not blank
+            if prof and not blank:
                 profile[prof] = value
     for name in ("request", "promised_by"):
         if data.get(name) is not None:

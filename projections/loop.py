@@ -125,6 +125,7 @@ class _Batch:
         # call id -> the case registered from it, for calls that arrive after their case
         self.waiting: dict[str, str] = {}
         self.was_registered: set[str] = set()
+        self.stored_cases: set[str] = set()
 
     # --- loading, lazily and in bulk ---------------------------------------------------
     def prefetch(self, facts: Sequence[Fact]) -> None:
@@ -168,6 +169,7 @@ class _Batch:
             for row in self.tx.all(f"SELECT case_id, file, registered FROM {ITEMS} WHERE item IN ({marks})",
                                    [f"case:{c}" for c in chunk]):
                 self.files[row["case_id"]] = CaseFile.from_json(orjson.loads(row["file"]))
+                self.stored_cases.add(row["case_id"])
                 if row["registered"] is not None:
                     self.was_registered.add(row["case_id"])
         for c in need:
@@ -327,7 +329,8 @@ class _Batch:
             marks = ",".join("?" * len(chunk))
             tx.execute(f"DELETE FROM {SPANS} WHERE item IN ({marks})", chunk)
             tx.execute(f"DELETE FROM {ITEMS} WHERE item IN ({marks}) AND kind = 'call'", chunk)
-        for chunk in _chunked(case_ids):
+        # a case first seen in this batch has no spans to replace
+        for chunk in _chunked([c for c in case_ids if c in self.stored_cases]):
             tx.execute(f"DELETE FROM {SPANS} WHERE case_id IN ({','.join('?' * len(chunk))})", chunk)
         cols = ",".join(_ITEM_COLUMNS)
         updates = ",".join(f"{c} = excluded.{c}" for c in _ITEM_COLUMNS[1:])
