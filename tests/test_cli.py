@@ -62,6 +62,33 @@ def test_generate_ingest_replay_and_status_on_one_database(tmp_path: Path):
     assert json.loads(past.stdout)["as_of"] == "2026-10-31T12:00:00.000Z"
 
 
+def test_a_load_of_history_with_the_views_deferred_ends_with_the_same_views(tmp_path: Path):
+    events = tmp_path / "events.jsonl"
+    gen = run(["generate", "--days", "3", "--calls-per-day", "80", "--end", "2026-11-01T00:00:00Z",
+               "-o", str(events)], tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    statuses = []
+    for name, extra in (("batch-by-batch", []), ("deferred", ["--defer-views"])):
+        url = f"sqlite:///{tmp_path}/{name}.db"
+        done = run(["ingest", str(events), "--batch", "500", *extra], tmp_path, CLOSEDLOOP_DATABASE_URL=url,
+                   CLOSEDLOOP_REPLAY_WORKERS="2")
+        assert done.returncode == 0, done.stderr
+        status = json.loads(run(["status"], tmp_path, CLOSEDLOOP_DATABASE_URL=url).stdout)
+        assert set(status["view_lag"].values()) == {0}
+        statuses.append(status)
+    assert "views built from" in done.stderr
+    assert statuses[0]["loop"]["cases"] > 100
+    assert ({k: v for k, v in statuses[1]["loop"].items() if k != "as_of"}
+            == {k: v for k, v in statuses[0]["loop"].items() if k != "as_of"})
+    import sqlite3
+
+    def rows(name: str) -> list:
+        with sqlite3.connect(tmp_path / f"{name}.db") as conn:
+            return [sorted(map(repr, conn.execute(f"SELECT * FROM {t}"))) for t in ("loop_items", "loop_spans")]
+
+    assert rows("deferred") == rows("batch-by-batch")
+
+
 def test_serve_answers_on_the_port_it_is_given(tmp_path: Path):
     port = free_port()
     db = f"sqlite:///{tmp_path}/s.db"
