@@ -34,7 +34,7 @@ def _progress(total: int | None, desc: str):
                 disable=os.environ.get("CLOSEDLOOP_NO_PROGRESS") == "1")
 
 
-def _engine(args: argparse.Namespace, auto_dispatch: bool = False):
+def _engine(args: argparse.Namespace, auto_dispatch: bool = False, share: tuple[int, int] = (1, 1)):
     """The engine; automatic dispatch as the flag, else the environment, else `auto_dispatch` says."""
     from closedloop.engine import Engine
     from closedloop.network import NetworkConfig
@@ -42,7 +42,7 @@ def _engine(args: argparse.Namespace, auto_dispatch: bool = False):
     network = NetworkConfig.from_env(auto_dispatch=auto_dispatch)
     if getattr(args, "auto_dispatch", None) is not None:
         network = network.with_auto_dispatch(args.auto_dispatch)
-    return Engine.open(args.database, network=network)
+    return Engine.open(args.database, network=network, share=share)
 
 
 def _print(obj: Any) -> None:
@@ -511,7 +511,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"closedloop consume: {exc}") from None
     topics = args.topic or [binding.DEFAULT_TOPIC]
-    engine = _engine(args)
+    engine = _engine(args, share=member if args.followers == "share" else (1, 1))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     ingest = KafkaIngest(engine, bootstrap, topics, member=member,
@@ -527,7 +527,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
             bar.set_postfix(lag=sum(lag.values()), quarantined=totals.quarantined, refresh=False)
 
     print(f"closedloop consume: {engine.storage.describe()} <- {','.join(bootstrap)} topics {','.join(topics)}, "
-          f"member {args.member}", file=sys.stderr)
+          f"member {args.member}; keeps views {', '.join(v.name for v in engine.views) or 'none'} and reactors "
+          f"{', '.join(r.name for r in engine.reactors) or 'none'} current", file=sys.stderr)
     started = time.perf_counter()
     try:
         totals = ingest.run(stop, until_idle=args.until_idle, progress=progress)
@@ -729,6 +730,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a topic to read (repeatable; default closedloop.events)")
     p.add_argument("--member", default="1/1",
                    help="k/n: this process takes the partitions p with p %% n == k-1 (default 1/1: all)")
+    p.add_argument("--followers", choices=["share", "all"], default="share",
+                   help="share (default): member k of n keeps its share of the views and reactors current, so "
+                   "n members follow the log in parallel and together cover all; all: every member keeps "
+                   "every view and reactor (they queue for each other)")
     p.add_argument("--dlq-topic", default="closedloop.events.dlq", help="where poison messages go")
     p.add_argument("--no-dlq", action="store_true", help="quarantine poison messages only")
     p.add_argument("--batch", type=int, default=10_000, help="messages per transaction at most")

@@ -50,7 +50,7 @@ class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
                  reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None,
-                 network: NetworkConfig | None = None) -> None:
+                 network: NetworkConfig | None = None, share: tuple[int, int] = (1, 1)) -> None:
         self.storage = storage
         self.policy = policy or LoopPolicy()
         self.quality = quality or QualityPolicy()
@@ -64,13 +64,16 @@ class Engine:
         self.views += quality_views(self.policy)
         self.network = network or NetworkConfig()
         self.views.append(NetworkView(self.network.dispatch))
-        self.projector = Projector(self.log, self.views)
         # the process logic: what the engine decides by itself; add a new reactor here
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else network_reactors(self.network)
         if reactors is None and leak_alerts.enabled():
             self.reactors.append(leak_alerts.LeakAlerts(self.policy))
         if reactors is None:
             self.reactors += quality_reactors(self.policy, self.quality, self.log)
+        self.share = share
+        if share != (1, 1):
+            self.views, self.reactors = _my_share(self.views, self.reactors, share)
+        self.projector = Projector(self.log, self.views)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         # a bulk load of history: the reactors answer each batch, the views are built once at
@@ -167,6 +170,22 @@ class Engine:
 
     def close(self) -> None:
         self.storage.close()
+
+
+def _my_share(views: list[View], reactors: list[Reactor],
+              share: tuple[int, int]) -> tuple[list[View], list[Reactor]]:
+    """Member k of n keeps its share of the views and reactors (split by weight, the same
+    way in every member): n consumer processes append in parallel AND follow the log in
+    parallel, each folding and deciding for its share only, instead of all of them queueing
+    for the same views and reactors. Together the n members cover every one."""
+    from closedloop.projections.rebuild import plan
+
+    k, n = share
+    if not 1 <= k <= n:
+        raise ValueError(f"share {k}/{n}: k must be between 1 and n")
+    groups = plan(list(views) + list(reactors), n)
+    mine = groups[k - 1] if k - 1 < len(groups) else []
+    return [v for v in views if v in mine], [r for r in reactors if r in mine]
 
 
 def quality_views(policy: LoopPolicy) -> list[View]:

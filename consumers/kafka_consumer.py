@@ -309,8 +309,11 @@ class KafkaIngest:
                 idle_polls = 0
             else:
                 idle_polls += 1
-                if idle_polls == 1:
-                    self.engine.catch_up()  # idle: a good moment for what other writers appended
+                # idle: a good moment for what other writers appended. Every idle poll, not just
+                # the first: a member keeping a share of the views follows the other members'
+                # appends, which go on while this one has nothing to read (a few cheap queries
+                # when there is nothing new)
+                self.engine.catch_up()
                 # `highwater` is only known once a fetch has answered: a few empty polls
                 # in a row with every partition read to it means there is nothing left.
                 if until_idle and idle_polls >= 3 and (self.caught_up() or not self._assigned):

@@ -89,6 +89,8 @@ class Projector:
         views need, they are applied as they are instead of being read back from the log.
         """
         applied = 0
+        if not self.views:
+            return 0  # a member whose share holds no view
         with self._lock:
             start = min(self.positions().values(), default=0)
             if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):

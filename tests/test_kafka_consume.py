@@ -202,6 +202,48 @@ def test_members_share_the_partitions_and_each_case_keeps_its_order(database_url
     engine.close()
 
 
+def test_members_at_once_each_keep_their_share_of_the_views_and_reactors(database_url: str, kafka_bootstrap: str):
+    import threading
+
+    topic = new_topic(kafka_bootstrap, 4)
+    events = [e for i in range(16) for e in story(f"CASE-{i}", f"CALL-{i}")]
+    produce(kafka_bootstrap, topic, events)
+    members = [Engine.open(database_url, share=(k, 2)) for k in (1, 2)]
+    full = Engine.open(database_url)
+    # the two shares split the views and reactors between them, with none left out
+    for part in ("views", "reactors"):
+        mine = [{x.name for x in getattr(m, part)} for m in members]
+        assert not mine[0] & mine[1] and mine[0] | mine[1] == {x.name for x in getattr(full, part)}
+    assert all(m.views for m in members)
+    threads = [threading.Thread(target=consume, args=(m, kafka_bootstrap, [topic], f"{k}/2"))
+               for k, m in zip((1, 2), members)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for m in members:  # what the other member appended after this one went idle
+        m.catch_up()
+    # every view and reactor is current without the full engine's help
+    assert set(full.projector.lag().values()) == {0}
+    head = full.log.head()
+    assert set(full.reactions.positions().values()) == {head}
+
+    reference = Engine.open(database_url.replace("closedloop.db", "reference.db")) if "sqlite" in database_url \
+        else None
+    if reference is not None:
+        reference.submit(events)
+        # (the case files hold log positions, which differ between the two logs)
+        for table, columns in (("loop_items", "item, kind, service, started, registered, completed, region, "
+                                "outlet_id, technician_id, complained, dissatisfied, first_leak, anomalies"),
+                               ("loop_spans", "*")):
+            with full.storage.reading() as a, reference.storage.reading() as b:
+                ours = sorted(map(tuple, a.all(f"SELECT {columns} FROM {table}")))
+                assert len(ours) >= 16 and ours == sorted(map(tuple, b.all(f"SELECT {columns} FROM {table}")))
+        reference.close()
+    for m in members + [full]:
+        m.close()
+
+
 def test_lag_per_partition_is_the_brokers_end_less_the_stored_position(database_url: str, kafka_bootstrap: str):
     topic = new_topic(kafka_bootstrap, 2)
     engine = Engine.open(database_url)
