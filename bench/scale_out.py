@@ -119,7 +119,8 @@ class Sampler(threading.Thread):
                 time.sleep(0.05)
 
 
-def run_p(pg: str, bootstrap: str, topic: str, p: int, batch: int, expect: int, keep: bool) -> dict:
+def run_p(pg: str, bootstrap: str, topic: str, p: int, batch: int, expect: int, keep: bool,
+          followers: str = "share") -> dict:
     from closedloop.engine import Engine
 
     schema = f"scaleout_{uuid.uuid4().hex[:8]}_p{p}"
@@ -137,7 +138,7 @@ def run_p(pg: str, bootstrap: str, topic: str, p: int, batch: int, expect: int, 
     started = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "closedloop.cli", "consume", "--database", url,
                                "--bootstrap", bootstrap, "--topic", topic, "--member", f"{k}/{p}",
-                               "--until-idle", "--no-dlq", "--batch", str(batch)],
+                               "--until-idle", "--no-dlq", "--batch", str(batch), "--followers", followers],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**env_base, "PGAPPNAME": f"{app}-{k}"})
              for k in range(1, p + 1)]
@@ -181,6 +182,9 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL",
                                                              "postgresql://postgres@127.0.0.1:5432/test").split("?")[0])
     parser.add_argument("--keep-schemas", action="store_true")
+    parser.add_argument("--followers", choices=["share", "all"], default="share",
+                        help="consume --followers: each member keeps its share of the views and reactors "
+                        "(default), or every member keeps all of them")
     args = parser.parse_args()
     ps = [int(x) for x in args.processes.split(",")]
 
@@ -204,7 +208,8 @@ def main() -> None:
             raw = raw_consume(bootstrap, topic, n)
             for p in ps:
                 say(f"P={p}: {p} closedloop consume process(es) on a fresh PostgreSQL schema ...")
-                results.append(run_p(args.postgres, bootstrap, topic, p, args.batch, n, args.keep_schemas))
+                results.append(run_p(args.postgres, bootstrap, topic, p, args.batch, n, args.keep_schemas,
+                                     args.followers))
                 say(f"  {results[-1]['rate']:,.0f} events/s")
         finally:
             if broker:
@@ -212,7 +217,8 @@ def main() -> None:
     one = next((r["rate"] for r in results if r["p"] == 1), None)
     print()
     print(f"closedloop scale-out benchmark — {n:,} events, {args.partitions} partitions, PostgreSQL, "
-          f"consume --batch {args.batch:,}; raw baseline measured in the same run (2-core machine, shared: noisy)")
+          f"consume --batch {args.batch:,} --followers {args.followers}; raw baseline measured in the same run "
+          "(2-core machine)")
     print(f"  kafka-python produce (acks=all, idempotent)   {produced:>9,.0f} events/s")
     print(f"  raw kafka-python consume (baseline, 1 proc)   {raw:>9,.0f} events/s")
     for r in results:
@@ -231,17 +237,16 @@ def main() -> None:
         print(f"    P={r['p']}: {shares}")
         for lock, count in r["locks"].most_common(3):
             print(f"           lock wait {count / total:.0%}: {lock}")
-    print("\n  footnote: what limits scaling (profiled above). Almost all of a consumer's work is serial:")
-    print("  - the append takes the event-store library's table lock on closedloop_events (positions are handed")
-    print("    out in commit order), and each reactor (routing, penalties, permits, parts, dispatch, leak alerts)")
-    print("    decides inside its own append transaction, under the same lock: 'LOCK TABLE' waits above;")
-    print("  - the views are shared: a consumer projects whatever the log holds past their position, its own")
-    print("    facts and the other consumers', under the views' position rows (FOR UPDATE), so view work is")
-    print("    done once in total but one process at a time: the 'closedloop_positions' waits above;")
-    print("  - only Kafka fetching, decoding and contract validation run in parallel, a small share at P=1;")
-    print("  - on 2 shared cores, P consumers, PostgreSQL's backends and the broker compete for the same CPUs.")
-    print("  More processes add lock waits, not throughput, until appends, reactors and views stop sharing one")
-    print("  serial section (e.g. views projected by one follower process; reactors outside the append lock).")
+    print("\n  how the work is split (see docs/ARCHITECTURE.md, scale-out):")
+    print("  - each member appends its own partitions' events; the log's append lock (positions in commit")
+    print("    order) is held only from the first insert to the commit, not while a batch is encoded or a")
+    print("    reactor decides;")
+    print("  - with --followers share, member k of P keeps only its share of the views and reactors current")
+    print("    (split by weight), following the whole log: the P members fold and decide in parallel;")
+    print("    with --followers all, every member works on every view and reactor, one at a time under")
+    print("    their position rows (FOR UPDATE): the 'closedloop_positions' waits above;")
+    print("  - on 2 cores, P consumers, PostgreSQL's backends and the broker compete for the same CPUs: the")
+    print("    consumers' CPU in cores above is the share of the machine they got.")
 
 
 if __name__ == "__main__":
