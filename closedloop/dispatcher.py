@@ -339,7 +339,8 @@ class _Batch:
         for day in {d for _, d in named}:
             self.load_loads({o for o, d in named if d == day}, {day})
         self.load_technicians(technicians)
-        if self.decide:
+        if self.decide and self.policy.auto_dispatch:
+            # only choosing an outlet reads the candidates; alarms and holds do not
             self.prefetch(pairs, days)
         for f in facts:
             self.fold(f)

@@ -104,6 +104,10 @@ class _Batch:
         self.stock_dirty: set[tuple[str, str]] = set()
         self.shelves_loaded: set[tuple[str, str | None]] = set()
         self.held: dict[str, tuple[str, str | None]] | None = None  # request id -> (case, part), loaded once
+        # the held requests by part and by case, kept with `held`: a stock arrival or a
+        # registration looks up its own, not every held request
+        self.held_by_part: dict[str | None, set[str]] = {}
+        self.held_by_case: dict[str, set[str]] = {}
 
     # --- loading -----------------------------------------------------------------------------
     def prefetch(self, facts: Sequence[Fact]) -> None:
@@ -232,16 +236,15 @@ class _Batch:
         """Decide again the held requests this fact may release: for its part, or its case."""
         if self.held is None:
             rows = self.tx.all(f"SELECT request_id, case_id, part_no FROM {REQUESTS} WHERE status = 'held'")
-            self.held = {r["request_id"]: (r["case_id"], r["part_no"]) for r in rows}
-        for rid, req in self.requests.items():  # what this batch has changed and not yet written
-            if req.get("status") == "held":
-                self.held[rid] = (req["case"], req.get("part"))
-            else:
-                self.held.pop(rid, None)
+            self.held = {}
+            for r in rows:
+                self.hold_index(r["request_id"], (r["case_id"], r["part_no"]))
+            for rid, req in self.requests.items():  # what this batch has changed and not yet written
+                self.hold_index(rid, (req["case"], req.get("part")) if req.get("status") == "held" else None)
         if cause.type == "stock.received":
-            ids = {rid for rid, (_case, part) in self.held.items() if part == cause.data["part_no"]}
+            ids = set(self.held_by_part.get(cause.data["part_no"], ()))
         else:
-            ids = {rid for rid, (case, _part) in self.held.items() if case == cause.subject}
+            ids = set(self.held_by_case.get(cause.subject, ()))
         if not ids:
             return
         self.load_requests(ids)
@@ -250,6 +253,21 @@ class _Batch:
             state = walk_request(rid, req["case"], req["e"])
             if state.status == "held":
                 self.evaluate(rid, req, state, max(cause.time_ms, state.requested or 0), fact_key(cause))
+
+    def hold_index(self, rid: str, held: tuple[str, str | None] | None) -> None:
+        """Record that request `rid` is held for (case, part), or (None) is not held."""
+        assert self.held is not None
+        before = self.held.get(rid)
+        if before == held:
+            return
+        if before is not None:
+            del self.held[rid]
+            self.held_by_case[before[0]].discard(rid)
+            self.held_by_part[before[1]].discard(rid)
+        if held is not None:
+            self.held[rid] = held
+            self.held_by_case.setdefault(held[0], set()).add(rid)
+            self.held_by_part.setdefault(held[1], set()).add(rid)
 
     # --- deciding ----------------------------------------------------------------------------
     def evaluate(self, rid: str, req: dict[str, Any], state: RequestState, at: int, cause: str) -> None:
@@ -295,6 +313,8 @@ class _Batch:
         req["net"] = {k: v for k, v in net.items() if v != [0, 0]}
         req["status"], req["part"] = state.status, state.part_no
         self.requests_dirty.add(rid)
+        if self.held is not None:
+            self.hold_index(rid, (req["case"], req["part"]) if req["status"] == "held" else None)
         return state
 
     def flush(self) -> None:

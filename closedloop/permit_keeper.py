@@ -94,6 +94,20 @@ class PermitKeeper:
         return batch.decisions
 
 
+# the case facts at which `violations` can flag a rule
+FLAGGING = frozenset({"appointment.set", "service.completed", "complaint.resolved"})
+
+
+def _sorts_last(entries: list[list[Any]]) -> bool:
+    """Does the last entry come last in the walk's order (world time, then position)?"""
+    last = entries[-1]
+    t, pos = last[0], last[1]
+    for e in entries[:-1]:
+        if e[0] > t or (e[0] == t and e[1] > pos):
+            return False
+    return True
+
+
 class _Tech:
     __slots__ = ("permit", "outlet_id", "review_due", "applied")
 
@@ -237,9 +251,16 @@ class _Batch:
                 v = repeat_violation(serial, earlier[0], earlier[1], earlier[2], f.time_ms, self.rules)
                 if v is not None:
                     found.append(Violation(v.rule, v.technician_id, v.time, v.reason, v.units, key))
-        quiet = set(rec["q"])
-        found += [v for v in violations(rec["e"], self.rules) if v.cause not in quiet]
-        decided = set(rec.setdefault("d", []))
+        decided_list = rec.setdefault("d", [])
+        if f.type in FLAGGING or not _sorts_last(rec["e"]):
+            # Otherwise the walk would find only what the walk before this fact found (it
+            # looks backwards in time, and this fact is the newest and flags nothing itself),
+            # and all of that was decided then.
+            quiet = set(rec["q"])
+            found += [v for v in violations(rec["e"], self.rules) if v.cause not in quiet]
+        if not found:
+            return
+        decided = set(decided_list)
         for v in found:
             if f"{v.technician_id}|{v.rule}" in decided:
                 continue  # decided already, as the case remembers: no need to look at the permit
