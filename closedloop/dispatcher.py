@@ -34,6 +34,7 @@ from closedloop.domain.network import (
     Candidate,
     DispatchPolicy,
     DispatchState,
+    DispatchWalk,
     Outlet,
     Staff,
     choose,
@@ -165,6 +166,8 @@ class _Batch:
         self.serials: dict[str, tuple[str, int] | None] = {}
         self.serials_dirty: set[str] = set()
         self.deadlines: dict[str, tuple[int, str] | None] = {}
+        # each case's walk as of its last fold in this batch, and how many entries it had
+        self.walks: dict[str, tuple[DispatchWalk, int]] = {}
 
     # --- reference data --------------------------------------------------------------------
     def reference(self, facts: Sequence[Fact]) -> None:
@@ -355,10 +358,12 @@ class _Batch:
             if known[1] == UNPOSITIONED and f.position is not None:
                 known[1] = f.position
                 self.dirty.add(case_id)
+                self.walks.pop(case_id, None)  # its place in the walk may have moved
             return
-        rec["e"].append(dispatch_entry(f))
+        entry = dispatch_entry(f)
+        rec["e"].append(entry)
         self.dirty.add(case_id)
-        state = walk_dispatch(case_id, rec["e"], self.policy)
+        state = self.walk(case_id, rec["e"])
         if f.type == "case.registered" and state.serial:
             earlier = self.serial(state.serial)
             if earlier and earlier[0] != case_id and 0 <= f.time_ms - earlier[1] <= self.policy.repeat_within:
@@ -371,8 +376,23 @@ class _Batch:
         if self.decide and f.source != self.d.source and needs_dispatch(state) and self.policy.auto_dispatch:
             at = max(state.since or f.time_ms, f.time_ms)
             self.dispatch(rec, state, at, key, retry=False)
+            self.walks.pop(case_id, None)
             state = walk_dispatch(case_id, rec["e"], self.policy)
         self.settle(case_id, rec, state)
+
+    def walk(self, case_id: str, entries: list[list[Any]]) -> DispatchState:
+        """`walk_dispatch` of the case's entries, the last one just added: stepped on from
+        the walk of this batch's fold before, when the new entry comes last in walk order."""
+        cached = self.walks.get(case_id)
+        if cached is not None and cached[1] == len(entries) - 1 and cached[0].follows(entries[-1]):
+            walk = cached[0]
+            walk.step(entries[-1])
+        else:
+            walk = DispatchWalk(case_id, self.policy)
+            for e in sorted(entries, key=lambda e: (e[0], e[1])):
+                walk.step(e)
+        self.walks[case_id] = (walk, len(entries))
+        return walk.state()
 
     # --- deciding ----------------------------------------------------------------------------
     def take(self, rec: dict[str, Any], fact: Fact) -> None:
@@ -380,6 +400,7 @@ class _Batch:
         self.decisions.append(fact)
         rec["e"].append(dispatch_entry(fact, UNPOSITIONED))
         self.dirty.add(fact.subject)
+        self.walks.pop(fact.subject, None)
 
     def candidates(self, region: str, line: str, day: int) -> list[Candidate]:
         self.prefetch({(region, line)}, {day})

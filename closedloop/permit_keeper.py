@@ -230,13 +230,17 @@ class _Batch:
     def case_fact(self, f: Fact) -> None:
         rec = self.cases[f.subject]
         key = fact_key(f)
-        if any(e[4] == key for e in rec["e"]):
-            return
-        rec["e"].append([f.time_ms, f.position if f.position is not None else UNPOSITIONED, f.type, permit_lite(f), key])
+        entries = rec["e"]
+        for e in entries:
+            if e[4] == key:
+                return
+        entries.append([f.time_ms, f.position if f.position is not None else UNPOSITIONED, f.type, permit_lite(f), key])
         if not self.decide:
             rec["q"].append(key)  # folded in a rebuild: decided before, under the rules of then
         self.cases_dirty.add(f.subject)
-        serial = next((e[3]["serial"] for e in reversed(rec["e"]) if e[3].get("serial")), None)
+        serial = None
+        if f.type == "service.completed" or f.type == "case.registered":  # the only facts that ask
+            serial = next((e[3]["serial"] for e in reversed(entries) if e[3].get("serial")), None)
         if f.type == "service.completed" and serial:
             known = self.serials.get(serial) if serial in self.serials else self.serial(serial)
             if known is None or known[1] <= f.time_ms:
