@@ -38,6 +38,7 @@ SCHEMA = "parts-approver-1"
 WAREHOUSES, STOCK, REQUESTS, CASES = "prt_warehouses", "prt_stock", "prt_requests", "prt_cases"
 CASE_FACTS = frozenset({"case.registered", "case.amended", "case.dispatched", "dispatch.accepted", "case.transferred",
                         "guidance.given", "follow_up.made", "service.completed", "case.cancelled"})
+ANSWERED = PART_FACTS | CASE_FACTS | {"stock.received"}
 
 
 class PartsApprover:
@@ -68,7 +69,7 @@ class PartsApprover:
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
-        relevant = [f for f in facts if f.type in PART_FACTS or f.type in CASE_FACTS or f.type == "stock.received"]
+        relevant = [f for f in facts if f.type in ANSWERED]
         if not relevant:
             return []
         batch = _Batch(self, tx, decide=self.rules.auto_approve and not replaying(tx, NAME, facts))
@@ -103,6 +104,10 @@ class _Batch:
         self.stock: dict[tuple[str, str], list[int]] = {}
         self.stock_dirty: set[tuple[str, str]] = set()
         self.shelves_loaded: set[tuple[str, str | None]] = set()
+        self.parts_at: dict[str, list[str]] = {}  # part -> the warehouses with a shelf of it in `stock`
+        self.stored_stock: dict[str, list[Any]] = {}  # part -> its stock rows at first and second-level warehouses
+        self.regional: dict[str, list[str]] | None = None  # region -> its second-level warehouses
+        self.batch_parts: set[str] = set()
         self.held: dict[str, tuple[str, str | None]] | None = None  # request id -> (case, part), loaded once
         # the held requests by part and by case, kept with `held`: a stock arrival or a
         # registration looks up its own, not every held request
@@ -114,6 +119,7 @@ class _Batch:
         self.load_requests({f.data["request_id"] for f in facts if f.type in PART_FACTS})
         self.load_cases({f.subject for f in facts if f.type in PART_FACTS or f.type in CASE_FACTS})
         pairs = {(f.subject, f.data["part_no"]) for f in facts if f.type == "stock.received"}
+        self.batch_parts = {p for _, p in pairs} | {f.data["part_no"] for f in facts if f.type == "part.requested"}
         for r in self.requests.values():
             pairs |= {tuple(k.split("\x1f", 1)) for k in r["net"]}  # type: ignore[misc]
         self.load_stock(pairs)
@@ -136,32 +142,53 @@ class _Batch:
         if not need:
             return
         for p in need:
-            self.stock[p] = [0, 0]
+            self.add_stock(p, [0, 0])
         for row in rows_by(self.tx, f"SELECT warehouse_id, part_no, on_hand, reserved FROM {STOCK} "
                            "WHERE part_no IN ({marks})", {p for _, p in need}):
             pair = (row["warehouse_id"], row["part_no"])
             if pair in need:
                 self.stock[pair] = [row["on_hand"], row["reserved"]]
 
+    def add_stock(self, pair: tuple[str, str], shelf: list[int]) -> None:
+        self.stock[pair] = shelf
+        self.parts_at.setdefault(pair[1], []).append(pair[0])
+
+    def stored_shelves(self, part_no: str, region: str) -> tuple[list[Any], list[str]]:
+        """As stored before this batch: the part's stock at the first-level warehouses and the
+        region's second-level ones, and the region's second-level warehouses. Read for all the
+        parts this batch may decide at once (nothing here writes these tables before `flush`)."""
+        if part_no not in self.stored_stock:
+            parts = ({part_no} | self.batch_parts | {r.get("part") for r in self.requests.values()}) - {None}
+            parts -= set(self.stored_stock)
+            for p in parts:
+                self.stored_stock[p] = []
+            for row in rows_by(self.tx, f"SELECT s.warehouse_id, s.part_no, s.on_hand, s.reserved, w.level, w.region "
+                               f"FROM {STOCK} s JOIN {WAREHOUSES} w ON w.warehouse_id = s.warehouse_id "
+                               "WHERE s.part_no IN ({marks}) AND w.level IN (1, 2)", parts):
+                self.stored_stock[row["part_no"]].append(row)
+        if self.regional is None:
+            self.regional = {}
+            for row in self.tx.all(f"SELECT warehouse_id, region FROM {WAREHOUSES} WHERE level = 2"):
+                self.regional.setdefault(row["region"], []).append(row["warehouse_id"])
+        rows = [r for r in self.stored_stock[part_no] if r["level"] == 1 or (r["level"] == 2 and r["region"] == region)]
+        return rows, self.regional.get(region, [])
+
     def shelves(self, part_no: str, region: str | None) -> list[Shelf]:
         """The part's stock at the first-level warehouses and the region's second-level ones."""
         if (part_no, region) not in self.shelves_loaded:
             self.shelves_loaded.add((part_no, region))
-            rows = self.tx.all(
-                f"SELECT s.warehouse_id, s.on_hand, s.reserved, w.level, w.region FROM {STOCK} s JOIN {WAREHOUSES} w "
-                "ON w.warehouse_id = s.warehouse_id WHERE s.part_no = ? AND (w.level = 1 OR (w.level = 2 AND w.region = ?))",
-                [part_no, region or ""])
+            rows, houses = self.stored_shelves(part_no, region or "")
             for row in rows:
                 self.warehouses.setdefault(row["warehouse_id"], (row["level"], row["region"]))
-                self.stock.setdefault((row["warehouse_id"], part_no), [row["on_hand"], row["reserved"]])
-            houses = {r["warehouse_id"] for r in self.tx.all(
-                f"SELECT warehouse_id FROM {WAREHOUSES} WHERE level = 2 AND region = ?", [region or ""])}
+                if (row["warehouse_id"], part_no) not in self.stock:
+                    self.add_stock((row["warehouse_id"], part_no), [row["on_hand"], row["reserved"]])
             for w in houses:
                 self.warehouses.setdefault(w, (2, region or ""))
         out = []
-        for (w, p), (on_hand, reserved) in self.stock.items():
-            if p != part_no or w not in self.warehouses:
+        for w in self.parts_at.get(part_no, ()):
+            if w not in self.warehouses:
                 continue
+            on_hand, reserved = self.stock[(w, part_no)]
             level, where = self.warehouses[w]
             if level == 1 or (level == 2 and where == region):
                 out.append(Shelf(w, level, where, on_hand, reserved))
