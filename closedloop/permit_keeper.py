@@ -38,6 +38,7 @@ SCHEMA = "permit-keeper-1"
 PERMITS, CASES, SERIALS, WATERMARK = "pmt_permits", "pmt_cases", "pmt_serials", "pmt_watermark"
 OWN = frozenset({"permit.points_changed", "permit.status_changed", "permit.reviewed"})
 TECHNICIAN_FACTS = frozenset({"technician.registered", "technician.praised", "technician.retrained"}) | OWN
+ANSWERED = PERMIT_CASE_FACTS | TECHNICIAN_FACTS
 
 
 class PermitKeeper:
@@ -66,7 +67,7 @@ class PermitKeeper:
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
-        relevant = [f for f in facts if f.type in PERMIT_CASE_FACTS or f.type in TECHNICIAN_FACTS]
+        relevant = [f for f in facts if f.type in ANSWERED]
         if not relevant:
             return []
         advance_watermark(tx, WATERMARK, relevant, self.source)

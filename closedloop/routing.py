@@ -54,6 +54,7 @@ class FeedbackRouter:
         return []  # routing follows facts, not the clock
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
+        facts = [f for f in facts if f.type in _ANSWERED]
         docs = self.state.session(tx)
         docs.load(k for f in facts for k in self._keys(f))
         decisions: list[Fact] = []
@@ -139,6 +140,10 @@ class FeedbackRouter:
             data["case_id"] = d["case_id"]
         return [engine_fact("feedback.routed", f"FB-{fact.subject}-{dept}", fact.time_ms, data, self.name,
                             f"route:call:{fact.subject}:{dept}")]
+
+
+# the facts `react` looks at; the rest of a batch is skipped before any work
+_ANSWERED = frozenset({"service.completed", "case.registered", "feedback.routed", "call.received"})
 
 
 def _details(case: dict[str, Any], d: dict[str, Any]) -> None:
