@@ -99,6 +99,10 @@ class PermitKeeper:
 FLAGGING = frozenset({"appointment.set", "service.completed", "complaint.resolved"})
 
 
+# the case facts whose own data names the technician a rule is applied to
+_SCORED = frozenset({"service.completed", "complaint.resolved"})
+
+
 def _sorts_last(entries: list[list[Any]]) -> bool:
     """Does the last entry come last in the walk's order (world time, then position)?"""
     last = entries[-1]
@@ -139,14 +143,18 @@ class _Batch:
         case_ids: set[str] = set()
         serials: set[str] = set()
         for f in facts:
-            if f.type in PERMIT_CASE_FACTS:
+            kind = f.type
+            if kind in PERMIT_CASE_FACTS:
                 case_ids.add(f.subject)
-                for field in ("technician_id", "accountable"):
-                    if isinstance(f.data.get(field), str):
-                        technicians.add(f.data[field])
-                product = f.data.get("product")
-                if f.type == "case.registered" and isinstance(product, dict) and product.get("serial"):
-                    serials.add(product["serial"])
+                # the permits a case fact most likely changes; any other is read when it does
+                if kind in _SCORED:
+                    for field in ("technician_id", "accountable"):
+                        if isinstance(f.data.get(field), str):
+                            technicians.add(f.data[field])
+                elif kind == "case.registered":
+                    product = f.data.get("product")
+                    if isinstance(product, dict) and product.get("serial"):
+                        serials.add(product["serial"])
             else:
                 technicians.add(f.subject)
         self.load_cases(case_ids)
