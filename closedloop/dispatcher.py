@@ -34,6 +34,7 @@ from closedloop.domain.network import (
     Candidate,
     DispatchPolicy,
     DispatchState,
+    DispatchWalk,
     Outlet,
     Staff,
     choose,
@@ -63,6 +64,10 @@ SCHEMA = "dispatcher-2"
 OUTLETS, COVERAGE, STAFF, LOAD = "dsp_outlets", "dsp_coverage", "dsp_staff", "dsp_load"
 CASES, SERIALS, DEADLINES, WATERMARK = "dsp_cases", "dsp_serials", "dsp_deadlines", "dsp_watermark"
 REFERENCE = frozenset({"outlet.registered", "technician.registered", "permit.status_changed"})
+ANSWERED = DISPATCH_FACTS | REFERENCE
+# the facts whose step in the walk can start, accept or let go of an assignment
+ASSIGNING = frozenset({"case.dispatched", "dispatch.accepted", "dispatch.declined", "case.transferred",
+                       "guidance.given", "follow_up.made"})
 
 
 class Dispatcher:
@@ -100,7 +105,7 @@ class Dispatcher:
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
-        relevant = [f for f in facts if f.type in DISPATCH_FACTS or f.type in REFERENCE]
+        relevant = [f for f in facts if f.type in ANSWERED]
         if not relevant:
             return []
         advance_watermark(tx, WATERMARK, relevant, self.source)
@@ -165,6 +170,9 @@ class _Batch:
         self.serials: dict[str, tuple[str, int] | None] = {}
         self.serials_dirty: set[str] = set()
         self.deadlines: dict[str, tuple[int, str] | None] = {}
+        # each case's walk as of its last fold in this batch, and how many entries it had
+        self.walks: dict[str, tuple[DispatchWalk, int]] = {}
+        self.stepped = False  # whether the last `walk` stepped on
 
     # --- reference data --------------------------------------------------------------------
     def reference(self, facts: Sequence[Fact]) -> None:
@@ -339,7 +347,8 @@ class _Batch:
         for day in {d for _, d in named}:
             self.load_loads({o for o, d in named if d == day}, {day})
         self.load_technicians(technicians)
-        if self.decide:
+        if self.decide and self.policy.auto_dispatch:
+            # only choosing an outlet reads the candidates; alarms and holds do not
             self.prefetch(pairs, days)
         for f in facts:
             self.fold(f)
@@ -354,10 +363,14 @@ class _Batch:
             if known[1] == UNPOSITIONED and f.position is not None:
                 known[1] = f.position
                 self.dirty.add(case_id)
+                self.walks.pop(case_id, None)  # its place in the walk may have moved
             return
-        rec["e"].append(dispatch_entry(f))
+        entry = dispatch_entry(f)
+        rec["e"].append(entry)
         self.dirty.add(case_id)
-        state = walk_dispatch(case_id, rec["e"], self.policy)
+        state = self.walk(case_id, rec["e"])
+        # stepped on by a fact that moves no assignment: the slots held are those settled last
+        same_holds = self.stepped and f.type not in ASSIGNING
         if f.type == "case.registered" and state.serial:
             earlier = self.serial(state.serial)
             if earlier and earlier[0] != case_id and 0 <= f.time_ms - earlier[1] <= self.policy.repeat_within:
@@ -370,8 +383,25 @@ class _Batch:
         if self.decide and f.source != self.d.source and needs_dispatch(state) and self.policy.auto_dispatch:
             at = max(state.since or f.time_ms, f.time_ms)
             self.dispatch(rec, state, at, key, retry=False)
+            self.walks.pop(case_id, None)
             state = walk_dispatch(case_id, rec["e"], self.policy)
-        self.settle(case_id, rec, state)
+            same_holds = False
+        self.settle(case_id, rec, state, same_holds)
+
+    def walk(self, case_id: str, entries: list[list[Any]]) -> DispatchState:
+        """`walk_dispatch` of the case's entries, the last one just added: stepped on from
+        the walk of this batch's fold before, when the new entry comes last in walk order."""
+        cached = self.walks.get(case_id)
+        self.stepped = cached is not None and cached[1] == len(entries) - 1 and cached[0].follows(entries[-1])
+        if self.stepped:
+            walk = cached[0]  # type: ignore[index]
+            walk.step(entries[-1])
+        else:
+            walk = DispatchWalk(case_id, self.policy)
+            for e in sorted(entries, key=lambda e: (e[0], e[1])):
+                walk.step(e)
+        self.walks[case_id] = (walk, len(entries))
+        return walk.state()
 
     # --- deciding ----------------------------------------------------------------------------
     def take(self, rec: dict[str, Any], fact: Fact) -> None:
@@ -379,6 +409,7 @@ class _Batch:
         self.decisions.append(fact)
         rec["e"].append(dispatch_entry(fact, UNPOSITIONED))
         self.dirty.add(fact.subject)
+        self.walks.pop(fact.subject, None)
 
     def candidates(self, region: str, line: str, day: int) -> list[Candidate]:
         self.prefetch({(region, line)}, {day})
@@ -505,12 +536,12 @@ class _Batch:
             found = (rec["retry"], "retry")
         return found
 
-    def settle(self, case_id: str, rec: dict[str, Any], state: DispatchState) -> None:
+    def settle(self, case_id: str, rec: dict[str, Any], state: DispatchState, same_holds: bool = False) -> None:
         """The load each assignment takes, and the case's next deadline, after a change."""
         rec["region"], rec["line"], rec["serial"] = state.region, state.product_line, state.serial
-        new = [h for h in state.holds(self.policy)]
+        new = [] if same_holds else [h for h in state.holds(self.policy)]
         old = rec.get("holds") or []
-        if new != old:
+        if not same_holds and new != old:
             gone = [h for h in old if h not in new]
             came = [h for h in new if h not in old]
             for sign, holds in ((-1, gone), (1, came)):

@@ -38,6 +38,7 @@ SCHEMA = "parts-approver-1"
 WAREHOUSES, STOCK, REQUESTS, CASES = "prt_warehouses", "prt_stock", "prt_requests", "prt_cases"
 CASE_FACTS = frozenset({"case.registered", "case.amended", "case.dispatched", "dispatch.accepted", "case.transferred",
                         "guidance.given", "follow_up.made", "service.completed", "case.cancelled"})
+ANSWERED = PART_FACTS | CASE_FACTS | {"stock.received"}
 
 
 class PartsApprover:
@@ -68,7 +69,7 @@ class PartsApprover:
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
-        relevant = [f for f in facts if f.type in PART_FACTS or f.type in CASE_FACTS or f.type == "stock.received"]
+        relevant = [f for f in facts if f.type in ANSWERED]
         if not relevant:
             return []
         batch = _Batch(self, tx, decide=self.rules.auto_approve and not replaying(tx, NAME, facts))
@@ -103,13 +104,22 @@ class _Batch:
         self.stock: dict[tuple[str, str], list[int]] = {}
         self.stock_dirty: set[tuple[str, str]] = set()
         self.shelves_loaded: set[tuple[str, str | None]] = set()
+        self.parts_at: dict[str, list[str]] = {}  # part -> the warehouses with a shelf of it in `stock`
+        self.stored_stock: dict[str, list[Any]] = {}  # part -> its stock rows at first and second-level warehouses
+        self.regional: dict[str, list[str]] | None = None  # region -> its second-level warehouses
+        self.batch_parts: set[str] = set()
         self.held: dict[str, tuple[str, str | None]] | None = None  # request id -> (case, part), loaded once
+        # the held requests by part and by case, kept with `held`: a stock arrival or a
+        # registration looks up its own, not every held request
+        self.held_by_part: dict[str | None, set[str]] = {}
+        self.held_by_case: dict[str, set[str]] = {}
 
     # --- loading -----------------------------------------------------------------------------
     def prefetch(self, facts: Sequence[Fact]) -> None:
         self.load_requests({f.data["request_id"] for f in facts if f.type in PART_FACTS})
         self.load_cases({f.subject for f in facts if f.type in PART_FACTS or f.type in CASE_FACTS})
         pairs = {(f.subject, f.data["part_no"]) for f in facts if f.type == "stock.received"}
+        self.batch_parts = {p for _, p in pairs} | {f.data["part_no"] for f in facts if f.type == "part.requested"}
         for r in self.requests.values():
             pairs |= {tuple(k.split("\x1f", 1)) for k in r["net"]}  # type: ignore[misc]
         self.load_stock(pairs)
@@ -132,32 +142,53 @@ class _Batch:
         if not need:
             return
         for p in need:
-            self.stock[p] = [0, 0]
+            self.add_stock(p, [0, 0])
         for row in rows_by(self.tx, f"SELECT warehouse_id, part_no, on_hand, reserved FROM {STOCK} "
                            "WHERE part_no IN ({marks})", {p for _, p in need}):
             pair = (row["warehouse_id"], row["part_no"])
             if pair in need:
                 self.stock[pair] = [row["on_hand"], row["reserved"]]
 
+    def add_stock(self, pair: tuple[str, str], shelf: list[int]) -> None:
+        self.stock[pair] = shelf
+        self.parts_at.setdefault(pair[1], []).append(pair[0])
+
+    def stored_shelves(self, part_no: str, region: str) -> tuple[list[Any], list[str]]:
+        """As stored before this batch: the part's stock at the first-level warehouses and the
+        region's second-level ones, and the region's second-level warehouses. Read for all the
+        parts this batch may decide at once (nothing here writes these tables before `flush`)."""
+        if part_no not in self.stored_stock:
+            parts = ({part_no} | self.batch_parts | {r.get("part") for r in self.requests.values()}) - {None}
+            parts -= set(self.stored_stock)
+            for p in parts:
+                self.stored_stock[p] = []
+            for row in rows_by(self.tx, f"SELECT s.warehouse_id, s.part_no, s.on_hand, s.reserved, w.level, w.region "
+                               f"FROM {STOCK} s JOIN {WAREHOUSES} w ON w.warehouse_id = s.warehouse_id "
+                               "WHERE s.part_no IN ({marks}) AND w.level IN (1, 2)", parts):
+                self.stored_stock[row["part_no"]].append(row)
+        if self.regional is None:
+            self.regional = {}
+            for row in self.tx.all(f"SELECT warehouse_id, region FROM {WAREHOUSES} WHERE level = 2"):
+                self.regional.setdefault(row["region"], []).append(row["warehouse_id"])
+        rows = [r for r in self.stored_stock[part_no] if r["level"] == 1 or (r["level"] == 2 and r["region"] == region)]
+        return rows, self.regional.get(region, [])
+
     def shelves(self, part_no: str, region: str | None) -> list[Shelf]:
         """The part's stock at the first-level warehouses and the region's second-level ones."""
         if (part_no, region) not in self.shelves_loaded:
             self.shelves_loaded.add((part_no, region))
-            rows = self.tx.all(
-                f"SELECT s.warehouse_id, s.on_hand, s.reserved, w.level, w.region FROM {STOCK} s JOIN {WAREHOUSES} w "
-                "ON w.warehouse_id = s.warehouse_id WHERE s.part_no = ? AND (w.level = 1 OR (w.level = 2 AND w.region = ?))",
-                [part_no, region or ""])
+            rows, houses = self.stored_shelves(part_no, region or "")
             for row in rows:
                 self.warehouses.setdefault(row["warehouse_id"], (row["level"], row["region"]))
-                self.stock.setdefault((row["warehouse_id"], part_no), [row["on_hand"], row["reserved"]])
-            houses = {r["warehouse_id"] for r in self.tx.all(
-                f"SELECT warehouse_id FROM {WAREHOUSES} WHERE level = 2 AND region = ?", [region or ""])}
+                if (row["warehouse_id"], part_no) not in self.stock:
+                    self.add_stock((row["warehouse_id"], part_no), [row["on_hand"], row["reserved"]])
             for w in houses:
                 self.warehouses.setdefault(w, (2, region or ""))
         out = []
-        for (w, p), (on_hand, reserved) in self.stock.items():
-            if p != part_no or w not in self.warehouses:
+        for w in self.parts_at.get(part_no, ()):
+            if w not in self.warehouses:
                 continue
+            on_hand, reserved = self.stock[(w, part_no)]
             level, where = self.warehouses[w]
             if level == 1 or (level == 2 and where == region):
                 out.append(Shelf(w, level, where, on_hand, reserved))
@@ -232,16 +263,15 @@ class _Batch:
         """Decide again the held requests this fact may release: for its part, or its case."""
         if self.held is None:
             rows = self.tx.all(f"SELECT request_id, case_id, part_no FROM {REQUESTS} WHERE status = 'held'")
-            self.held = {r["request_id"]: (r["case_id"], r["part_no"]) for r in rows}
-        for rid, req in self.requests.items():  # what this batch has changed and not yet written
-            if req.get("status") == "held":
-                self.held[rid] = (req["case"], req.get("part"))
-            else:
-                self.held.pop(rid, None)
+            self.held = {}
+            for r in rows:
+                self.hold_index(r["request_id"], (r["case_id"], r["part_no"]))
+            for rid, req in self.requests.items():  # what this batch has changed and not yet written
+                self.hold_index(rid, (req["case"], req.get("part")) if req.get("status") == "held" else None)
         if cause.type == "stock.received":
-            ids = {rid for rid, (_case, part) in self.held.items() if part == cause.data["part_no"]}
+            ids = set(self.held_by_part.get(cause.data["part_no"], ()))
         else:
-            ids = {rid for rid, (case, _part) in self.held.items() if case == cause.subject}
+            ids = set(self.held_by_case.get(cause.subject, ()))
         if not ids:
             return
         self.load_requests(ids)
@@ -250,6 +280,21 @@ class _Batch:
             state = walk_request(rid, req["case"], req["e"])
             if state.status == "held":
                 self.evaluate(rid, req, state, max(cause.time_ms, state.requested or 0), fact_key(cause))
+
+    def hold_index(self, rid: str, held: tuple[str, str | None] | None) -> None:
+        """Record that request `rid` is held for (case, part), or (None) is not held."""
+        assert self.held is not None
+        before = self.held.get(rid)
+        if before == held:
+            return
+        if before is not None:
+            del self.held[rid]
+            self.held_by_case[before[0]].discard(rid)
+            self.held_by_part[before[1]].discard(rid)
+        if held is not None:
+            self.held[rid] = held
+            self.held_by_case.setdefault(held[0], set()).add(rid)
+            self.held_by_part.setdefault(held[1], set()).add(rid)
 
     # --- deciding ----------------------------------------------------------------------------
     def evaluate(self, rid: str, req: dict[str, Any], state: RequestState, at: int, cause: str) -> None:
@@ -295,6 +340,8 @@ class _Batch:
         req["net"] = {k: v for k, v in net.items() if v != [0, 0]}
         req["status"], req["part"] = state.status, state.part_no
         self.requests_dirty.add(rid)
+        if self.held is not None:
+            self.hold_index(rid, (req["case"], req["part"]) if req["status"] == "held" else None)
         return state
 
     def flush(self) -> None:

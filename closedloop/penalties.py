@@ -61,6 +61,7 @@ class PenaltyReactor:
         return decisions
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
+        facts = [f for f in facts if f.type in _ANSWERED]
         docs = self.state.session(tx)
         docs.load([PENDING, *(k for f in facts for k in _keys(f))])
         decisions: list[Fact] = []
@@ -164,6 +165,11 @@ class PenaltyReactor:
             elif f.type == "dispatch.accepted":
                 out["outlet_id"] = f.data["outlet_id"]
         return out
+
+
+# the facts `react` looks at; the rest of a batch is skipped before any work
+_ANSWERED = frozenset({"technician.registered", "outlet.registered", "case.registered", "complaint.filed",
+                       "complaint.resolved"})
 
 
 def _keys(f: Fact) -> list[str]:

@@ -38,6 +38,7 @@ SCHEMA = "permit-keeper-1"
 PERMITS, CASES, SERIALS, WATERMARK = "pmt_permits", "pmt_cases", "pmt_serials", "pmt_watermark"
 OWN = frozenset({"permit.points_changed", "permit.status_changed", "permit.reviewed"})
 TECHNICIAN_FACTS = frozenset({"technician.registered", "technician.praised", "technician.retrained"}) | OWN
+ANSWERED = PERMIT_CASE_FACTS | TECHNICIAN_FACTS
 
 
 class PermitKeeper:
@@ -66,7 +67,7 @@ class PermitKeeper:
         ]
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
-        relevant = [f for f in facts if f.type in PERMIT_CASE_FACTS or f.type in TECHNICIAN_FACTS]
+        relevant = [f for f in facts if f.type in ANSWERED]
         if not relevant:
             return []
         advance_watermark(tx, WATERMARK, relevant, self.source)
@@ -92,6 +93,24 @@ class PermitKeeper:
             batch.review(r["technician_id"], now)
         batch.flush()
         return batch.decisions
+
+
+# the case facts at which `violations` can flag a rule
+FLAGGING = frozenset({"appointment.set", "service.completed", "complaint.resolved"})
+
+
+# the case facts whose own data names the technician a rule is applied to
+_SCORED = frozenset({"service.completed", "complaint.resolved"})
+
+
+def _sorts_last(entries: list[list[Any]]) -> bool:
+    """Does the last entry come last in the walk's order (world time, then position)?"""
+    last = entries[-1]
+    t, pos = last[0], last[1]
+    for e in entries[:-1]:
+        if e[0] > t or (e[0] == t and e[1] > pos):
+            return False
+    return True
 
 
 class _Tech:
@@ -124,14 +143,18 @@ class _Batch:
         case_ids: set[str] = set()
         serials: set[str] = set()
         for f in facts:
-            if f.type in PERMIT_CASE_FACTS:
+            kind = f.type
+            if kind in PERMIT_CASE_FACTS:
                 case_ids.add(f.subject)
-                for field in ("technician_id", "accountable"):
-                    if isinstance(f.data.get(field), str):
-                        technicians.add(f.data[field])
-                product = f.data.get("product")
-                if f.type == "case.registered" and isinstance(product, dict) and product.get("serial"):
-                    serials.add(product["serial"])
+                # the permits a case fact most likely changes; any other is read when it does
+                if kind in _SCORED:
+                    for field in ("technician_id", "accountable"):
+                        if isinstance(f.data.get(field), str):
+                            technicians.add(f.data[field])
+                elif kind == "case.registered":
+                    product = f.data.get("product")
+                    if isinstance(product, dict) and product.get("serial"):
+                        serials.add(product["serial"])
             else:
                 technicians.add(f.subject)
         self.load_cases(case_ids)
@@ -216,13 +239,17 @@ class _Batch:
     def case_fact(self, f: Fact) -> None:
         rec = self.cases[f.subject]
         key = fact_key(f)
-        if any(e[4] == key for e in rec["e"]):
-            return
-        rec["e"].append([f.time_ms, f.position if f.position is not None else UNPOSITIONED, f.type, permit_lite(f), key])
+        entries = rec["e"]
+        for e in entries:
+            if e[4] == key:
+                return
+        entries.append([f.time_ms, f.position if f.position is not None else UNPOSITIONED, f.type, permit_lite(f), key])
         if not self.decide:
             rec["q"].append(key)  # folded in a rebuild: decided before, under the rules of then
         self.cases_dirty.add(f.subject)
-        serial = next((e[3]["serial"] for e in reversed(rec["e"]) if e[3].get("serial")), None)
+        serial = None
+        if f.type == "service.completed" or f.type == "case.registered":  # the only facts that ask
+            serial = next((e[3]["serial"] for e in reversed(entries) if e[3].get("serial")), None)
         if f.type == "service.completed" and serial:
             known = self.serials.get(serial) if serial in self.serials else self.serial(serial)
             if known is None or known[1] <= f.time_ms:
@@ -237,9 +264,16 @@ class _Batch:
                 v = repeat_violation(serial, earlier[0], earlier[1], earlier[2], f.time_ms, self.rules)
                 if v is not None:
                     found.append(Violation(v.rule, v.technician_id, v.time, v.reason, v.units, key))
-        quiet = set(rec["q"])
-        found += [v for v in violations(rec["e"], self.rules) if v.cause not in quiet]
-        decided = set(rec.setdefault("d", []))
+        decided_list = rec.setdefault("d", [])
+        if f.type in FLAGGING or not _sorts_last(rec["e"]):
+            # Otherwise the walk would find only what the walk before this fact found (it
+            # looks backwards in time, and this fact is the newest and flags nothing itself),
+            # and all of that was decided then.
+            quiet = set(rec["q"])
+            found += [v for v in violations(rec["e"], self.rules) if v.cause not in quiet]
+        if not found:
+            return
+        decided = set(decided_list)
         for v in found:
             if f"{v.technician_id}|{v.rule}" in decided:
                 continue  # decided already, as the case remembers: no need to look at the permit

@@ -15,6 +15,8 @@ was decided under the old rules.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
+from operator import attrgetter
 from typing import Iterable, Protocol, Sequence
 
 from closedloop.domain.facts import Fact
@@ -129,7 +131,7 @@ class Reactions:
             stored_all: list[Fact] = []
             for reactor in reactors:
                 position, quiet_until = at[reactor.name]
-                todo = [f for f in in_hand if f.position > position]
+                todo = in_hand[bisect_right(in_hand, position, key=_position):]  # in_hand is in log order
                 if not todo:
                     continue
                 stored = _answer(session, reactor, todo, quiet_until)
@@ -187,6 +189,9 @@ class Reactions:
         return decided
 
 
+_position = attrgetter("position")
+
+
 def _following(facts: Sequence[Fact], start: int) -> list[Fact]:
     """The facts that follow position `start` without a gap (another process's appends make one)."""
     out: list[Fact] = []
@@ -205,10 +210,11 @@ def _answer(session: AppendSession, reactor: Reactor, todo: list[Fact], quiet_un
     """One reactor answers `todo` inside the session's transaction; returns its decisions as
     recorded. Facts up to `quiet_until` were decided under earlier rules: they only update
     the reactor's state."""
-    quiet = [f for f in todo if f.position <= quiet_until]
-    if quiet:
-        reactor.react(session.tx, quiet)
-    loud = todo[len(quiet):]
+    # todo is in log order: the quiet facts come first
+    n_quiet = bisect_right(todo, quiet_until, key=_position) if todo[0].position <= quiet_until else 0
+    if n_quiet:
+        reactor.react(session.tx, todo[:n_quiet])
+    loud = todo[n_quiet:]
     decisions = reactor.react(session.tx, loud) if loud else []
     _check(reactor, decisions)
     return session.append(decisions).stored

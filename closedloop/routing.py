@@ -21,10 +21,11 @@ from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
-from closedloop.eventlog import EventLog
+from closedloop.eventlog import EventLog, decode
 from closedloop.process import engine_fact
 from closedloop.reactor_state import Documents
-from closedloop.storage import Tx
+from closedloop.reacting import rows_by
+from closedloop.storage import EVENTS_TABLE, Tx
 
 _PRODUCT_FIELDS = ("model", "product_line", "production_batch", "plant")
 
@@ -39,6 +40,7 @@ class FeedbackRouter:
         # only what routing needs to remember: who routed which case (or call) where, and
         # completions that wait for their registration; the rest is read from the case's stream
         self.state = Documents("routing_state")
+        self._stories: dict[str, list[Fact]] = {}  # this batch's, see `_read_stories`
 
     def fingerprint(self) -> str:
         rules = json.dumps([self.policy.feedback_departments, self.policy.intent_departments], sort_keys=True)
@@ -54,8 +56,10 @@ class FeedbackRouter:
         return []  # routing follows facts, not the clock
 
     def react(self, tx: Tx, facts: Sequence[Fact]) -> list[Fact]:
+        facts = [f for f in facts if f.type in _ANSWERED]
         docs = self.state.session(tx)
         docs.load(k for f in facts for k in self._keys(f))
+        self._stories = self._read_stories(tx, docs, facts)
         decisions: list[Fact] = []
         causes = self.policy.feedback_departments
         for f in facts:
@@ -89,10 +93,27 @@ class FeedbackRouter:
             return [f"call:{f.subject}"]
         return []
 
+    def _read_stories(self, tx: Tx, docs: Any, facts: Sequence[Fact]) -> dict[str, list[Fact]]:
+        """The streams of the cases this batch may route, read in one go: nothing this reactor
+        does before it answers writes to the log, so each is what `stream_in` would read."""
+        causes = self.policy.feedback_departments
+        completed = {f.subject for f in facts if f.type == "service.completed" and f.data["cause"] in causes}
+        wanted = completed | {f.subject for f in facts if f.type == "case.registered" and (
+            f.subject in completed or (docs.peek(f"case:{f.subject}") or {}).get("waiting"))}
+        stories: dict[str, list[Fact]] = {f"case:{c}": [] for c in wanted}
+        col = "rowid" if self.log.storage.dialect == "sqlite" else "notification_id"
+        for r in rows_by(tx, f"SELECT {col} AS position, originator_id, topic, state FROM {EVENTS_TABLE} "
+                         "WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version", stories):
+            stories[r["originator_id"]].append(decode(r["position"], r["topic"], bytes(r["state"])))
+        return stories
+
     def _route_case(self, tx: Tx, docs: Any, case_id: str) -> list[Fact]:
         # The case as its stream tells it, in world time: its first completion counts (as in
         # the loop), and it is routed once its registration (what the product is) is known.
-        story = sorted(self.log.stream_in(tx, f"case:{case_id}"), key=lambda f: (f.time_ms, f.position or 0))
+        stream = self._stories.get(f"case:{case_id}")
+        if stream is None:
+            stream = self.log.stream_in(tx, f"case:{case_id}")
+        story = sorted(stream, key=lambda f: (f.time_ms, f.position or 0))
         done = next((f for f in story if f.type == "service.completed"), None)
         if done is None:
             return []
@@ -139,6 +160,10 @@ class FeedbackRouter:
             data["case_id"] = d["case_id"]
         return [engine_fact("feedback.routed", f"FB-{fact.subject}-{dept}", fact.time_ms, data, self.name,
                             f"route:call:{fact.subject}:{dept}")]
+
+
+# the facts `react` looks at; the rest of a batch is skipped before any work
+_ANSWERED = frozenset({"service.completed", "case.registered", "feedback.routed", "call.received"})
 
 
 def _details(case: dict[str, Any], d: dict[str, Any]) -> None:

@@ -248,31 +248,63 @@ class DispatchState:
 
 def walk_dispatch(case_id: str, entries: Iterable[Sequence[Any]], policy: DispatchPolicy) -> DispatchState:
     """Where the case's job stands after these facts, walked in world time."""
-    s = DispatchState(case_id)
-    at_center = guided = False
-    alarmed: list[tuple[Alarm, Assignment | None]] = []
+    walk = DispatchWalk(case_id, policy)
+    for entry in sorted(entries, key=_walk_order):
+        walk.step(entry)
+    return walk.state()
 
-    def release(t: int, how: str) -> None:
-        if s.current is not None:
-            if s.current.released is None:
-                s.current.released, s.current.how = t, how
-            s.current = None
 
-    for t, _pos, kind, d, key in sorted(entries, key=lambda e: (e[0], e[1])):
+def _walk_order(e: Sequence[Any]) -> tuple[int, int]:
+    return (e[0], e[1])
+
+
+class DispatchWalk:
+    """`walk_dispatch` one entry at a time: a fold that sees a case's entries in walk order
+    (world time, then position) can step on from where it was instead of walking again."""
+
+    __slots__ = ("s", "policy", "at_center", "guided", "alarmed", "last")
+
+    def __init__(self, case_id: str, policy: DispatchPolicy) -> None:
+        self.s = DispatchState(case_id)
+        self.policy = policy
+        self.at_center = False
+        self.guided = False
+        self.alarmed: list[tuple[Alarm, Assignment | None]] = []
+        self.last: tuple[int, int] | None = None  # the walk order of the last entry stepped
+
+    def follows(self, entry: Sequence[Any]) -> bool:
+        """Would `entry`, added last, come last in the walk's order?"""
+        return self.last is None or (entry[0], entry[1]) >= self.last
+
+    def step(self, entry: Sequence[Any]) -> None:
+        t, _pos, kind, d, key = entry
+        self.last = (t, _pos)
+        s = self.s
+        policy = self.policy
+
+        def release(t: int, how: str) -> None:
+            if s.current is not None:
+                if s.current.released is None:
+                    s.current.released, s.current.how = t, how
+                s.current = None
+
         if kind == "case.registered" or kind == "case.amended":
             if kind == "case.registered" and s.registered is None:
                 s.registered = t
                 if s.since is None:
                     s.since = t
-            for name in ("region", "product_line", "serial"):
-                if name in d:
-                    setattr(s, name, d[name])
+            if "region" in d:
+                s.region = d["region"]
+            if "product_line" in d:
+                s.product_line = d["product_line"]
+            if "serial" in d:
+                s.serial = d["serial"]
         elif kind == "case.dispatched":
             release(t, "escalated" if s.current is not None and s.current.level >= 2 else "superseded")
             s.current = Assignment(key, d["outlet_id"], d["by"], t, d.get("accept_by") or t + policy.accept_within,
                                    d.get("technician_id"))
             s.assignments.append(s.current)
-            at_center = guided = False
+            self.at_center = self.guided = False
             s.held = None
         elif kind == "dispatch.accepted":
             if s.current is not None and s.current.outlet_id == d["outlet_id"]:
@@ -284,7 +316,7 @@ def walk_dispatch(case_id: str, entries: Iterable[Sequence[Any]], policy: Dispat
                 release(t, "superseded")
                 s.current = Assignment(key, d["outlet_id"], "outlet", t, t, d.get("technician_id"), accepted=t)
                 s.assignments.append(s.current)
-                at_center = False
+                self.at_center = False
             s.held = None
         elif kind == "dispatch.declined":
             if d["outlet_id"] not in s.tried:
@@ -299,18 +331,18 @@ def walk_dispatch(case_id: str, entries: Iterable[Sequence[Any]], policy: Dispat
             if d.get("to_outlet_id"):
                 s.current = Assignment(key, d["to_outlet_id"], "transfer", t, t + policy.accept_within)
                 s.assignments.append(s.current)
-                at_center = False
+                self.at_center = False
             else:
-                at_center = True
-            guided = False
+                self.at_center = True
+            self.guided = False
             s.held = None
         elif kind == "guidance.given":
-            guided = True
+            self.guided = True
             if s.current is not None and s.current.accepted is None:
                 s.current.accepted = t
         elif kind == "follow_up.made":
-            if guided:
-                guided = False
+            if self.guided:
+                self.guided = False
                 if d["working"]:
                     if s.closed is None:
                         s.closed, s.closed_how = t, "guided"
@@ -335,37 +367,41 @@ def walk_dispatch(case_id: str, entries: Iterable[Sequence[Any]], policy: Dispat
             alarm = Alarm(key, d["outlet_id"], d["level"], t, d["dispatched_at"], d["accept_by"],
                           d.get("action"), d.get("reason"))
             s.alarms.append(alarm)
-            alarmed.append((alarm, target))
+            self.alarmed.append((alarm, target))
         elif kind == "dispatch.held":
             if s.current is None:
                 s.held = (d["reason"], d.get("retry_at"), t)
 
-    if s.closed is not None:
-        s.status = "closed"
-    elif at_center:
-        s.status = "at_center"
-    elif guided:
-        s.status = "guided"
-    elif s.current is not None:
-        s.status = "accepted" if s.current.accepted is not None else "waiting"
-    elif s.registered is None:
-        s.status = "unregistered"
-    else:
-        s.status = "unassigned"
-    for alarm, target in alarmed:
-        ends = []
-        if target is not None:
-            if target.accepted is not None:
-                ends.append((target.accepted, "accepted"))
-            if target.released is not None:
-                ends.append((target.released, target.how or "released"))
+    def state(self) -> DispatchState:
+        """Where the job stands after the entries stepped so far. The same object each time,
+        brought up to date: a caller that steps on must not keep an earlier answer."""
+        s = self.s
         if s.closed is not None:
-            ends.append((s.closed, s.closed_how or "closed"))
-        if ends:
-            when, how = min(ends)
-            # settled before the alarm was raised: the fact that settled it was recorded late
-            alarm.resolved, alarm.resolution = max(when, alarm.time), how
-    return s
+            s.status = "closed"
+        elif self.at_center:
+            s.status = "at_center"
+        elif self.guided:
+            s.status = "guided"
+        elif s.current is not None:
+            s.status = "accepted" if s.current.accepted is not None else "waiting"
+        elif s.registered is None:
+            s.status = "unregistered"
+        else:
+            s.status = "unassigned"
+        for alarm, target in self.alarmed:
+            ends = []
+            if target is not None:
+                if target.accepted is not None:
+                    ends.append((target.accepted, "accepted"))
+                if target.released is not None:
+                    ends.append((target.released, target.how or "released"))
+            if s.closed is not None:
+                ends.append((s.closed, s.closed_how or "closed"))
+            if ends:
+                when, how = min(ends)
+                # settled before the alarm was raised: the fact that settled it was recorded late
+                alarm.resolved, alarm.resolution = max(when, alarm.time), how
+        return s
 
 
 def needs_dispatch(state: DispatchState) -> bool:
