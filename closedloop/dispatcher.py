@@ -72,6 +72,8 @@ ASSIGNING = frozenset({"case.dispatched", "dispatch.accepted", "dispatch.decline
 
 class Dispatcher:
     name = NAME
+    # its cost beside the views' (loop view 6): consumers sharing the followers split by it
+    weight = 2.5
 
     def __init__(self, policy: DispatchPolicy) -> None:
         self.policy = policy

@@ -42,6 +42,8 @@ def enabled(env: dict[str, str] | None = None) -> bool:
 
 class LeakAlerts:
     name = "leak-alerts"
+    # its cost beside the views' (loop view 6): consumers sharing the followers split by it
+    weight = 0.6
 
     def __init__(self, policy: LoopPolicy) -> None:
         self.policy = policy

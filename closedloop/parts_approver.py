@@ -43,6 +43,8 @@ ANSWERED = PART_FACTS | CASE_FACTS | {"stock.received"}
 
 class PartsApprover:
     name = NAME
+    # its cost beside the views' (loop view 6): consumers sharing the followers split by it
+    weight = 1.2
 
     def __init__(self, rules: PartsRules) -> None:
         self.rules = rules

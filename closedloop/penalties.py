@@ -29,6 +29,8 @@ WAIT_FOR_PARTIES = 24 * 3_600_000
 
 class PenaltyReactor:
     name = "penalties"
+    # its cost beside the views' (loop view 6): consumers sharing the followers split by it
+    weight = 0.6
     version = "3"
 
     def __init__(self, quality: QualityPolicy, log: EventLog) -> None:

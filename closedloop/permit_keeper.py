@@ -43,6 +43,8 @@ ANSWERED = PERMIT_CASE_FACTS | TECHNICIAN_FACTS
 
 class PermitKeeper:
     name = NAME
+    # its cost beside the views' (loop view 6): consumers sharing the followers split by it
+    weight = 1.8
 
     def __init__(self, rules: PermitRules, behind: int = 3_600_000) -> None:
         self.rules = rules

@@ -32,6 +32,8 @@ _PRODUCT_FIELDS = ("model", "product_line", "production_batch", "plant")
 
 class FeedbackRouter:
     name = "feedback-routing"
+    # its cost beside the views' (loop view 6): consumers sharing the followers split by it
+    weight = 0.6
     version = "2"
 
     def __init__(self, policy: LoopPolicy, log: EventLog) -> None:
