@@ -102,9 +102,9 @@ def _counts(tx: Any, start: int, end: int, at: int, by: str | None) -> list[dict
         col = GROUPS[by] if by else "NULL"
         group = f" GROUP BY {col}" if by else ""
         for measure, mark in MEASURES.items():
-            for r in tx.all(f"SELECT {col} AS grp, COUNT(*) AS n FROM {ITEMS} WHERE {mark} > ? AND started >= ? "
-                            f"AND started < ? AND service = 1{group}", [at, first * DAY_MS, last * DAY_MS]):
-                counts[r["grp"]][measure] -= int(r["n"])
+            for r in tx.all(f"SELECT {col} AS grp, COUNT(*) AS n FROM {ITEMS} WHERE {mark} > ? AND +started >= ? "
+                            f"AND +started < ? AND +service = 1{group}", [at, first * DAY_MS, last * DAY_MS]):
+                counts[r["grp"]][measure] -= int(r["n"])  # the `+`: by the mark's small index, not the days
     sums = ", ".join(f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items())
     key = GROUPS[by] if by else "NULL"
     group = f"GROUP BY {key}" if by else ""
@@ -120,7 +120,8 @@ def _counts(tx: Any, start: int, end: int, at: int, by: str | None) -> list[dict
             for m in MEASURES:
                 c[m] += int(r[m] or 0)
     found = [{"grp": g, **c} for g, c in counts.items() if c["services"]]
-    # as SQLite grouped and ordered them: by the group (none first), then most services first
-    found.sort(key=lambda r: (r["grp"] is not None, r["grp"] or ""))
+    # most services first; ties in the order SQLite's sorter left them when it grouped and
+    # ordered in one statement (the group's descending order, none last), so answers stay as they were
+    found.sort(key=lambda r: (r["grp"] is not None, r["grp"] or ""), reverse=True)
     found.sort(key=lambda r: -r["services"])
     return found

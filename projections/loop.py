@@ -98,7 +98,8 @@ class LoopView:
             # "now" asks about open steps: a small index of the spans still open, by due time,
             # and one by closing time for the few closed after the moment asked about
             f"CREATE INDEX {SPANS}_open ON {SPANS} (due, item, stage, opened) WHERE closed IS NULL",
-            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed)",
+            # not the open ones: a query about open spans must take one of the partial indexes
+            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed) WHERE closed IS NOT NULL",
             *loop_totals.index_statements(),
         ]
 

@@ -170,3 +170,34 @@ class Totals:
             )
             tx.executemany(f"DELETE FROM {CONTROL_DAYS} WHERE dim = ? AND day = ? AND grp = ? AND services = 0 "
                            "AND complained = 0 AND dissatisfied = 0 AND first_leak = 0", [r[:3] for r in rows])
+
+
+def recount(tx: Tx, spans: str = "loop_spans", items: str = "loop_items") -> dict[str, Any]:
+    """The totals counted afresh from the view's rows: what the running totals must equal."""
+    open_ = {(r["stage"], key(r["region"]), key(r["outlet_id"]), key(r["owner"])): int(r["n"]) for r in tx.all(
+        f"SELECT stage, region, outlet_id, owner, COUNT(*) AS n FROM {spans} WHERE closed IS NULL "
+        "GROUP BY stage, region, outlet_id, owner")}
+    cases = tx.one(f"SELECT COUNT(DISTINCT case_id) AS n FROM {spans} WHERE closed IS NULL AND case_id IS NOT NULL")
+    unregistered = tx.one(
+        f"SELECT COUNT(DISTINCT s.case_id) AS n FROM {spans} s JOIN {items} i ON i.item = 'case:' || s.case_id "
+        "WHERE s.closed IS NULL AND i.registered IS NULL")
+    days: dict[tuple[str, int, str], tuple[int, ...]] = {}
+    marks = ", ".join(f"COUNT({m}) AS {m}" for m in MARKS)
+    for dim, col in DIMS:
+        grp = col or "NULL"
+        for r in tx.all(f"SELECT started / {DAY_MS} AS day, {grp} AS grp, COUNT(*) AS services, {marks} FROM {items} "
+                        f"WHERE service = 1 AND started IS NOT NULL GROUP BY started / {DAY_MS}{', ' + col if col else ''}"):
+            days[(dim, int(r["day"]), key(r["grp"]))] = (int(r["services"]), *(int(r[m]) for m in MARKS))
+    return {"open": open_, "open_cases": int(cases["n"]), "open_unregistered": int(unregistered["n"]), "days": days}
+
+
+def kept(tx: Tx, counts: str = "loop_counts") -> dict[str, Any]:
+    """The running totals as kept, in `recount`'s shape."""
+    n = {r["name"]: int(r["n"]) for r in tx.all(f"SELECT name, n FROM {counts}")}
+    return {
+        "open": {(r["stage"], r["region"], r["outlet_id"], r["owner"]): int(r["n"])
+                 for r in tx.all(f"SELECT * FROM {OPEN_TOTALS}")},
+        "open_cases": n["open_cases"], "open_unregistered": n["open_unregistered"],
+        "days": {(r["dim"], int(r["day"]), r["grp"]): (int(r["services"]), *(int(r[m]) for m in MARKS))
+                 for r in tx.all(f"SELECT * FROM {CONTROL_DAYS}")},
+    }
