@@ -15,7 +15,10 @@ from typing import Any
 from closedloop.domain.facts import iso
 from closedloop.storage import Storage
 
+from collections import defaultdict
+
 from .loop import ITEMS
+from .loop_totals import CONTROL_DAYS, DAY_MS, unkey
 
 TARGET_PPM = 10.0
 GROUPS = {"region": "region", "outlet": "outlet_id", "product_line": "product_line", "technician": "technician_id"}
@@ -60,18 +63,8 @@ def controls(storage: Storage, start: int, end: int, at: int, by: str | None = N
 
 
 def _controls(storage: Storage, start: int, end: int, at: int, by: str | None = None) -> dict[str, Any]:
-    sums = ", ".join(
-        f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items()
-    )
-    group = f"GROUP BY {GROUPS[by]} ORDER BY services DESC" if by else ""
-    key = GROUPS[by] if by else "NULL"
-    sql = (
-        f"SELECT {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
-        f"WHERE service = 1 AND started >= ? AND started < ? AND started <= ? {group}"
-    )
-    params = [at] * len(MEASURES) + [start, end, at]
     with storage.reading() as tx:
-        rows = tx.all(sql, params)
+        rows = _counts(tx, start, end, at, by)
     total_services = sum(int(r["services"]) for r in rows)
     total = {m: sum(int(r[m] or 0) for r in rows) for m in MEASURES}
     result: dict[str, Any] = {
@@ -87,3 +80,48 @@ def _controls(storage: Storage, start: int, end: int, at: int, by: str | None = 
             {by: r["grp"], **_rates(int(r["services"]), {m: int(r[m] or 0) for m in MEASURES})} for r in rows
         ]
     return result
+
+
+def _counts(tx: Any, start: int, end: int, at: int, by: str | None) -> list[dict[str, Any]]:
+    """Services begun in [start, end) and by `at`, with each control's count at `at`, per group
+    (ordered by services, most first): whole days from the days' totals, less the marks made
+    after `at`; the days the window cuts from the items themselves."""
+    stop = min(end, at + 1)
+    first, last = -(-start // DAY_MS), stop // DAY_MS  # the whole days: [first, last)
+    counts: dict[Any, dict[str, int]] = defaultdict(lambda: dict.fromkeys(["services", *MEASURES], 0))
+    if first >= last:
+        cuts = [(start, stop)] if start < stop else []
+    else:
+        cuts = [(start, first * DAY_MS), (last * DAY_MS, stop)]
+        dim = by or ""
+        for r in tx.all(f"SELECT grp, SUM(services) AS services, {', '.join(f'SUM({c}) AS {m}' for m, c in MEASURES.items())} "
+                        f"FROM {CONTROL_DAYS} WHERE dim = ? AND day >= ? AND day < ? GROUP BY grp", [dim, first, last]):
+            c = counts[unkey(r["grp"]) if by else None]
+            for name in ("services", *MEASURES):
+                c[name] += int(r[name])
+        col = GROUPS[by] if by else "NULL"
+        group = f" GROUP BY {col}" if by else ""
+        for measure, mark in MEASURES.items():
+            for r in tx.all(f"SELECT {col} AS grp, COUNT(*) AS n FROM {ITEMS} WHERE {mark} > ? AND +started >= ? "
+                            f"AND +started < ? AND +service = 1{group}", [at, first * DAY_MS, last * DAY_MS]):
+                counts[r["grp"]][measure] -= int(r["n"])  # the `+`: by the mark's small index, not the days
+    sums = ", ".join(f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items())
+    key = GROUPS[by] if by else "NULL"
+    group = f"GROUP BY {key}" if by else ""
+    for a, b in cuts:
+        if a >= b:
+            continue
+        for r in tx.all(f"SELECT {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
+                        f"WHERE service = 1 AND started >= ? AND started < ? {group}", [at] * len(MEASURES) + [a, b]):
+            if not r["services"]:
+                continue
+            c = counts[r["grp"]]
+            c["services"] += int(r["services"])
+            for m in MEASURES:
+                c[m] += int(r[m] or 0)
+    found = [{"grp": g, **c} for g, c in counts.items() if c["services"]]
+    # most services first; ties in the order SQLite's sorter left them when it grouped and
+    # ordered in one statement (the group's descending order, none last), so answers stay as they were
+    found.sort(key=lambda r: (r["grp"] is not None, r["grp"] or ""), reverse=True)
+    found.sort(key=lambda r: -r["services"])
+    return found

@@ -22,7 +22,9 @@ from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, c
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 
-SCHEMA_VERSION = "loop-9"
+from . import loop_totals
+
+SCHEMA_VERSION = "loop-10"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -63,7 +65,7 @@ class LoopView:
         return f"{SCHEMA_VERSION}/{self.policy.fingerprint()}"
 
     def tables(self) -> list[str]:
-        return [ITEMS, SPANS, CALLS, FEEDBACK, COUNTS]
+        return [ITEMS, SPANS, CALLS, FEEDBACK, COUNTS, loop_totals.OPEN_TOTALS, loop_totals.CONTROL_DAYS]
 
     def create_statements(self) -> list[str]:
         return [
@@ -83,6 +85,9 @@ class LoopView:
             # running totals, so that "how many cases" does not count a million rows
             f"CREATE TABLE {COUNTS} (name TEXT PRIMARY KEY, n {{bigint}} NOT NULL)",
             f"INSERT INTO {COUNTS} (name, n) VALUES ('registered_cases', 0)",
+            f"INSERT INTO {COUNTS} (name, n) VALUES ('open_cases', 0)",
+            f"INSERT INTO {COUNTS} (name, n) VALUES ('open_unregistered', 0)",
+            *loop_totals.create_statements(),
         ]
 
     def index_statements(self) -> list[str]:
@@ -94,8 +99,10 @@ class LoopView:
             f"CREATE INDEX {ITEMS}_registered ON {ITEMS} (kind, registered)",
             # "now" asks about open steps: a small index of the spans still open, by due time,
             # and one by closing time for the few closed after the moment asked about
-            f"CREATE INDEX {SPANS}_open ON {SPANS} (due, stage, opened) WHERE closed IS NULL",
-            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed)",
+            f"CREATE INDEX {SPANS}_open ON {SPANS} (due, item, stage, opened) WHERE closed IS NULL",
+            # not the open ones: a query about open spans must take one of the partial indexes
+            f"CREATE INDEX {SPANS}_closed ON {SPANS} (closed) WHERE closed IS NOT NULL",
+            *loop_totals.index_statements(),
         ]
 
     # --- folding a batch -------------------------------------------------------------------
@@ -323,6 +330,8 @@ class _Batch:
             items.append(_item_row(file, a))
             region = a.profile.get("region")
             spans.extend(_span_row(s, case_id, _call_of(s, file), region) for s in a.spans)
+        totals = loop_totals.Totals(tx, SPANS, ITEMS, COUNTS)
+        totals.before(stale_items, case_ids)
         if newly_registered:
             tx.execute(f"UPDATE {COUNTS} SET n = n + ? WHERE name = 'registered_cases'", [newly_registered])
         for chunk in _chunked(stale_items):
@@ -343,6 +352,7 @@ class _Batch:
             f"INSERT INTO {SPANS} ({','.join(_SPAN_COLUMNS)}) VALUES ({','.join('?' * len(_SPAN_COLUMNS))})",
             spans,
         )
+        totals.after()
 
 
 def _chunked(keys: Sequence[str], size: int = 400):

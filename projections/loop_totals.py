@@ -1,0 +1,205 @@
+"""Running totals of the loop view, so that "now" is answered without counting a million rows.
+
+Kept by the loop view in the batch's own transaction, by difference: `Totals.before` reads
+what the rows a flush is about to rewrite contributed, `Totals.after` what they contribute
+once rewritten, and the difference is added to the tables. The rows a flush rewrites are
+those of the items it names (stale call and feedback items, and dirty cases) and every span
+of the cases concerned, so the two readings cover exactly the rows deleted and inserted.
+
+- `loop_open_totals`: spans still open (closed IS NULL), by stage, region, outlet and owner;
+  the summary and the leaks' totals start from them and correct for the few spans that
+  opened or closed after the moment asked about.
+- `loop_counts`: `open_cases` (cases with a step still open) and `open_unregistered` (of
+  those, the ones whose registration is not known).
+- `loop_control_days`: services by day begun, per grouping (`dim`: '' for the whole, or a
+  column of `GROUPS`), with how many have each control's mark at all; the controls answer
+  whole days from them and read the items of the days cut by the window.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+from closedloop.storage import Tx
+
+OPEN_TOTALS = "loop_open_totals"
+CONTROL_DAYS = "loop_control_days"
+DAY_MS = 86_400_000
+# NULL may not stand in a key that rows are upserted on; this stands for it there
+NONE = "~none~"
+# (dim, column) of each grouping of the controls, '' being the whole
+DIMS = (("", None), ("region", "region"), ("outlet", "outlet_id"), ("product_line", "product_line"),
+        ("technician", "technician_id"))
+MARKS = ("complained", "dissatisfied", "first_leak")
+
+
+def create_statements() -> list[str]:
+    return [
+        f"CREATE TABLE {OPEN_TOTALS} (stage TEXT NOT NULL, region TEXT NOT NULL, outlet_id TEXT NOT NULL, "
+        "owner TEXT NOT NULL, n {bigint} NOT NULL, PRIMARY KEY (stage, region, outlet_id, owner))",
+        f"CREATE TABLE {CONTROL_DAYS} (dim TEXT NOT NULL, day {{bigint}} NOT NULL, grp TEXT NOT NULL, "
+        "services {bigint} NOT NULL, complained {bigint} NOT NULL, dissatisfied {bigint} NOT NULL, "
+        "first_leak {bigint} NOT NULL, PRIMARY KEY (dim, day, grp))",
+    ]
+
+
+def index_statements() -> list[str]:
+    return [
+        # what opened after the moment asked about, to take it off the totals
+        "CREATE INDEX loop_spans_open_opened ON loop_spans (opened) WHERE closed IS NULL",
+        # the leaks' pages, in their order, one index per filter
+        "CREATE INDEX loop_spans_open_stage ON loop_spans (stage, due, item) WHERE closed IS NULL",
+        "CREATE INDEX loop_spans_open_region ON loop_spans (region, due, item, stage) WHERE closed IS NULL",
+        "CREATE INDEX loop_spans_open_outlet ON loop_spans (outlet_id, due, item, stage) WHERE closed IS NULL",
+        "CREATE INDEX loop_spans_open_owner ON loop_spans (owner, due, item, stage) WHERE closed IS NULL",
+        # a control's mark after the moment asked about, to take it off the days' totals
+        # (covering what the correction groups by: few items have a mark, so they stay small)
+        *(f"CREATE INDEX loop_items_{m} ON loop_items ({m}, started, service, region, outlet_id, product_line, "
+          f"technician_id) WHERE {m} IS NOT NULL" for m in MARKS),
+    ]
+
+
+def key(value: Any) -> str:
+    return NONE if value is None else value
+
+
+def unkey(value: str) -> Any:
+    return None if value == NONE else value
+
+
+def _chunks(keys: Iterable[str], size: int = 400):
+    keys = sorted(keys)
+    for i in range(0, len(keys), size):
+        chunk = keys[i : i + size]
+        yield chunk, ",".join("?" * len(chunk))
+
+
+class _Reading:
+    def __init__(self) -> None:
+        self.open: Counter = Counter()
+        self.open_cases: set[str] = set()
+        self.registered: dict[str, bool] = {}  # case id -> registered, for cases with an item
+        self.days: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+
+
+class Totals:
+    def __init__(self, tx: Tx, spans: str, items: str, counts: str) -> None:
+        self.tx, self.spans, self.items, self.counts = tx, spans, items, counts
+        self.item_keys: set[str] = set()
+        self.case_ids: set[str] = set()
+        self.old: _Reading | None = None
+
+    def before(self, item_keys: Iterable[str], case_ids: Iterable[str]) -> None:
+        self.item_keys = set(item_keys)
+        self.case_ids = set(case_ids)
+        # a stale item's spans may belong to a case the batch did not touch: all of its spans count
+        for chunk, marks in _chunks(self.item_keys):
+            for r in self.tx.all(f"SELECT DISTINCT case_id FROM {self.spans} WHERE item IN ({marks}) "
+                                 "AND case_id IS NOT NULL", chunk):
+                self.case_ids.add(r["case_id"])
+        self.old = self._read()
+
+    def _read(self) -> _Reading:
+        out = _Reading()
+        tx = self.tx
+        cols = "item, case_id, stage, region, outlet_id, owner"
+        for chunk, marks in _chunks(self.item_keys):
+            for r in tx.all(f"SELECT {cols} FROM {self.spans} WHERE closed IS NULL AND item IN ({marks})", chunk):
+                self._span(out, r)
+        for chunk, marks in _chunks(self.case_ids):
+            for r in tx.all(f"SELECT {cols} FROM {self.spans} WHERE closed IS NULL AND case_id IN ({marks})", chunk):
+                if r["item"] not in self.item_keys:
+                    self._span(out, r)
+        names = self.item_keys | {f"case:{c}" for c in self.case_ids}
+        cols = "item, kind, case_id, service, started, registered, " + ", ".join(
+            c for _, c in DIMS if c) + ", " + ", ".join(MARKS)
+        for chunk, marks in _chunks(names):
+            for r in tx.all(f"SELECT {cols} FROM {self.items} WHERE item IN ({marks})", chunk):
+                if r["kind"] == "case":
+                    out.registered[r["case_id"]] = r["registered"] is not None
+                if r["service"] == 1 and r["started"] is not None:
+                    day = r["started"] // DAY_MS
+                    marked = [1, *(0 if r[m] is None else 1 for m in MARKS)]
+                    for dim, col in DIMS:
+                        acc = out.days[(dim, day, key(r[col]) if col else NONE)]
+                        for i, v in enumerate(marked):
+                            acc[i] += v
+        return out
+
+    @staticmethod
+    def _span(out: _Reading, r: Any) -> None:
+        out.open[(r["stage"], key(r["region"]), key(r["outlet_id"]), key(r["owner"]))] += 1
+        if r["case_id"] is not None:
+            out.open_cases.add(r["case_id"])
+
+    def after(self) -> None:
+        old, new = self.old, self._read()
+        assert old is not None
+        tx = self.tx
+        opened = Counter(new.open)
+        opened.subtract(old.open)
+        changed = [(n, *k) for k, n in sorted(opened.items()) if n]
+        if changed:
+            tx.executemany(
+                f"INSERT INTO {OPEN_TOTALS} (n, stage, region, outlet_id, owner) VALUES (?,?,?,?,?) "
+                f"ON CONFLICT (stage, region, outlet_id, owner) DO UPDATE SET n = {OPEN_TOTALS}.n + excluded.n",
+                changed,
+            )
+            tx.executemany(f"DELETE FROM {OPEN_TOTALS} WHERE stage = ? AND region = ? AND outlet_id = ? "
+                           "AND owner = ? AND n = 0", [k for _, *k in changed])
+        cases = len(new.open_cases) - len(old.open_cases)
+        unregistered = (sum(1 for c in new.open_cases if new.registered.get(c) is False)
+                        - sum(1 for c in old.open_cases if old.registered.get(c) is False))
+        for name, n in (("open_cases", cases), ("open_unregistered", unregistered)):
+            if n:
+                tx.execute(f"UPDATE {self.counts} SET n = n + ? WHERE name = ?", [n, name])
+        rows = []
+        for k in sorted(set(old.days) | set(new.days)):
+            a, b = old.days.get(k, [0, 0, 0, 0]), new.days.get(k, [0, 0, 0, 0])
+            delta = [y - x for x, y in zip(a, b)]
+            if any(delta):
+                rows.append((*k, *delta))
+        if rows:
+            tx.executemany(
+                f"INSERT INTO {CONTROL_DAYS} (dim, day, grp, services, complained, dissatisfied, first_leak) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (dim, day, grp) DO UPDATE SET "
+                f"services = {CONTROL_DAYS}.services + excluded.services, "
+                f"complained = {CONTROL_DAYS}.complained + excluded.complained, "
+                f"dissatisfied = {CONTROL_DAYS}.dissatisfied + excluded.dissatisfied, "
+                f"first_leak = {CONTROL_DAYS}.first_leak + excluded.first_leak",
+                rows,
+            )
+            tx.executemany(f"DELETE FROM {CONTROL_DAYS} WHERE dim = ? AND day = ? AND grp = ? AND services = 0 "
+                           "AND complained = 0 AND dissatisfied = 0 AND first_leak = 0", [r[:3] for r in rows])
+
+
+def recount(tx: Tx, spans: str = "loop_spans", items: str = "loop_items") -> dict[str, Any]:
+    """The totals counted afresh from the view's rows: what the running totals must equal."""
+    open_ = {(r["stage"], key(r["region"]), key(r["outlet_id"]), key(r["owner"])): int(r["n"]) for r in tx.all(
+        f"SELECT stage, region, outlet_id, owner, COUNT(*) AS n FROM {spans} WHERE closed IS NULL "
+        "GROUP BY stage, region, outlet_id, owner")}
+    cases = tx.one(f"SELECT COUNT(DISTINCT case_id) AS n FROM {spans} WHERE closed IS NULL AND case_id IS NOT NULL")
+    unregistered = tx.one(
+        f"SELECT COUNT(DISTINCT s.case_id) AS n FROM {spans} s JOIN {items} i ON i.item = 'case:' || s.case_id "
+        "WHERE s.closed IS NULL AND i.registered IS NULL")
+    days: dict[tuple[str, int, str], tuple[int, ...]] = {}
+    marks = ", ".join(f"COUNT({m}) AS {m}" for m in MARKS)
+    for dim, col in DIMS:
+        grp = col or "NULL"
+        for r in tx.all(f"SELECT started / {DAY_MS} AS day, {grp} AS grp, COUNT(*) AS services, {marks} FROM {items} "
+                        f"WHERE service = 1 AND started IS NOT NULL GROUP BY started / {DAY_MS}{', ' + col if col else ''}"):
+            days[(dim, int(r["day"]), key(r["grp"]))] = (int(r["services"]), *(int(r[m]) for m in MARKS))
+    return {"open": open_, "open_cases": int(cases["n"]), "open_unregistered": int(unregistered["n"]), "days": days}
+
+
+def kept(tx: Tx, counts: str = "loop_counts") -> dict[str, Any]:
+    """The running totals as kept, in `recount`'s shape."""
+    n = {r["name"]: int(r["n"]) for r in tx.all(f"SELECT name, n FROM {counts}")}
+    return {
+        "open": {(r["stage"], r["region"], r["outlet_id"], r["owner"]): int(r["n"])
+                 for r in tx.all(f"SELECT * FROM {OPEN_TOTALS}")},
+        "open_cases": n["open_cases"], "open_unregistered": n["open_unregistered"],
+        "days": {(r["dim"], int(r["day"]), r["grp"]): (int(r["services"]), *(int(r[m]) for m in MARKS))
+                 for r in tx.all(f"SELECT * FROM {CONTROL_DAYS}")},
+    }
