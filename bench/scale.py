@@ -2,10 +2,12 @@
 
 Stages (each prints its figures; `--events` scales the whole run down for a quick look):
 1. generate: a realistic year (the demo's outcome mix) as JSON lines, deterministic from a seed;
-2. ingest: the first 10% of the file into a fresh SQLite database through the engine, the
-   reactors deciding and every view current after each batch (the ingest figure); then the
-   whole file into another, the reactors deciding on each batch but the views left to the
-   replay (`closedloop ingest --defer-views`, as a load of history runs): the big store;
+2. ingest: the first --ingest-events of the file into a fresh SQLite database through the
+   engine, the reactors deciding and every view current after each batch (the ingest
+   figure); then the first 10% and the whole file into two more as loads of history, the
+   views left to the replay (`closedloop ingest --defer-views`), the reactors deciding on
+   each batch (or, with --load-reactors off, validate and append only: 10 M events in
+   minutes rather than an hour here);
 3. replay: `closedloop replay` of the first 10% and of the whole log, each in its own
    process (and its workers): events/s and peak resident memory of them all, to show memory
    stays flat as the log grows; the whole log once more with --workers 1;
@@ -67,11 +69,12 @@ def generate(path: Path, events: int) -> int:
     return n
 
 
-def ingest(path: Path, url: str, limit: int | None = None, defer_views: bool = False) -> tuple[int, float]:
+def ingest(path: Path, url: str, limit: int | None = None, defer_views: bool = False,
+           reactors: bool = True) -> tuple[int, float]:
     from closedloop.consumers.files import read_events
     from closedloop.engine import Engine
 
-    engine = Engine.open(url)
+    engine = Engine.open(url, **({} if reactors else {"reactors": []}))
     engine.defer_views = defer_views
     batch: list = []
     n = 0
@@ -121,10 +124,10 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def replay(url: str, workers: int | None = None) -> tuple[float, int, float]:
+def replay(url: str, workers: int | None = None, env_extra: dict | None = None) -> tuple[float, int, float]:
     """`closedloop replay` in its own process: events/s, events, and the peak of the resident
     memory of the replay and its workers together, in MiB (sampled every 0.2 s)."""
-    env = {**os.environ, "CLOSEDLOOP_NO_PROGRESS": "1", "CLOSEDLOOP_DATABASE_URL": url}
+    env = {**os.environ, "CLOSEDLOOP_NO_PROGRESS": "1", "CLOSEDLOOP_DATABASE_URL": url, **(env_extra or {})}
     command = [sys.executable, "-m", "closedloop.cli", "replay"]
     if workers is not None:
         command += ["--workers", str(workers)]
@@ -161,7 +164,7 @@ def _load(port: int, key: str, paths: list[str], seconds: float, out: mp.Queue) 
     out.put(timings)
 
 
-def queries(url: str, connections: int, seconds: float) -> dict[str, list[float]]:
+def queries(url: str, connections: int, seconds: float, env_extra: dict | None = None) -> dict[str, list[float]]:
     from closedloop.engine import Engine
 
     engine = Engine.open(url)
@@ -172,7 +175,8 @@ def queries(url: str, connections: int, seconds: float) -> dict[str, list[float]
     say(f"  {cases:,} cases in the store; {connections} connections for {seconds:.0f} s")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "--port", str(port),
-                               "--database", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--database", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **(env_extra or {})})
     try:
         for _ in range(300):
             try:
@@ -209,7 +213,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the workdir's files from an earlier run")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--ingest-events", type=int, default=250_000,
+                        help="events ingested with every view current, for the ingest figure")
+    parser.add_argument("--load-reactors", choices=["on", "off"], default="on",
+                        help="off: the year's store is loaded without the engine's decisions (validate and append "
+                        "only), to build 10 M events in minutes; replay and serve then run with CLOSEDLOOP_REACTORS=off")
     args = parser.parse_args()
+    quiet = {} if args.load_reactors == "on" else {"CLOSEDLOOP_REACTORS": "off"}
     work = Path(args.workdir or tempfile.mkdtemp(prefix="closedloop-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     events_file = work / "year.jsonl"
@@ -223,27 +233,32 @@ def main() -> None:
         else:
             total = sum(1 for _ in events_file.open("rb"))
         if not (args.keep and (work / "year.db").exists()):
-            say("2. ingesting into SQLite: the first 10% with the views current ...")
+            say(f"2. ingesting into SQLite: the first {args.ingest_events:,} events with the views current ...")
             for f in work.glob("*.db*"):
                 f.unlink()
-            n10, rate = ingest(events_file, tenth, limit=total // 10)
-            results["ingest"] = (f"{n10:,} events at {rate:,.0f} events/s (in-process submit, batches of 5,000, "
+            measured = f"sqlite:///{work / 'ingest.db'}"
+            k, rate = ingest(events_file, measured, limit=args.ingest_events)
+            results["ingest"] = (f"{k:,} events at {rate:,.0f} events/s (in-process submit, batches of 5,000, "
                                  "reactors deciding, every view current)")
-            say("   ... and the whole year as a load of history (views deferred to the replay)")
-            n, rate = ingest(events_file, full, defer_views=True)
-            results["bulk_load"] = f"{n:,} events at {rate:,.0f} events/s (reactors deciding, views deferred)"
+            say("   ... then the first 10% and the whole year as loads of history (views deferred to the replay)")
+            reactors = args.load_reactors == "on"
+            n10, _ = ingest(events_file, tenth, limit=total // 10, defer_views=True, reactors=reactors)
+            n, rate = ingest(events_file, full, defer_views=True, reactors=reactors)
+            results["bulk_load"] = (f"{n:,} events at {rate:,.0f} events/s (views deferred; "
+                                    + ("reactors deciding)" if reactors else
+                                       "reactors off: validate and append only)"))
         say("3. replaying ...")
-        r10, n10, m10 = replay(tenth)
-        r, n, m = replay(full)
+        r10, n10, m10 = replay(tenth, env_extra=quiet)
+        r, n, m = replay(full, env_extra=quiet)
         r1 = m1 = None
         if n <= 2_000_000:  # the one-process comparison, where it takes minutes, not half an hour
-            r1, _, m1 = replay(full, workers=1)
+            r1, _, m1 = replay(full, workers=1, env_extra=quiet)
         results["replay_small"] = f"{n10:,} events at {r10:,.0f} events/s, peak RSS {m10:,.0f} MiB (all processes)"
         results["replay_full"] = f"{n:,} events at {r:,.0f} events/s, peak RSS {m:,.0f} MiB (all processes)"
         if r1 is not None:
             results["replay_1proc"] = f"{n:,} events at {r1:,.0f} events/s, peak RSS {m1:,.0f} MiB (--workers 1)"
         say("4. queries under load ...")
-        timings = queries(full, args.connections, args.seconds)
+        timings = queries(full, args.connections, args.seconds, env_extra=quiet)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -6,6 +6,7 @@ views through the query functions. This is the composition root of the product.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -64,7 +65,11 @@ class Engine:
         self.views += quality_views(self.policy)
         self.network = network or NetworkConfig()
         self.views.append(NetworkView(self.network.dispatch))
-        # the process logic: what the engine decides by itself; add a new reactor here
+        # the process logic: what the engine decides by itself; add a new reactor here.
+        # CLOSEDLOOP_REACTORS=off: this process decides nothing (a read replica of the API,
+        # while the consumers or another process keep the reactors)
+        if reactors is None and os.environ.get("CLOSEDLOOP_REACTORS", "on").lower() in ("off", "0", "false", "no"):
+            reactors = []
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else network_reactors(self.network)
         if reactors is None and leak_alerts.enabled():
             self.reactors.append(leak_alerts.LeakAlerts(self.policy))
