@@ -79,16 +79,23 @@ def get_controls(
     known_at: KnownAt = None,
 ) -> Any:
     """Complaint, dissatisfaction and omission rates in PPM against the 10 PPM target."""
-    at = moment_ms(as_of, engine.clock())
-    end = moment_ms(to, at)
-    start = moment_ms(from_, end - 30 * 24 * 3_600_000)
-    if start >= end:
-        raise HTTPException(422, "from must be before to")
+    at, start, end = _window(engine, as_of, from_, to)
     if period == "day" and end - start > 400 * 24 * 3_600_000:
         raise HTTPException(422, "period=day covers at most 400 days: narrow from/to or use week or month")
     with views_known_at(engine, at, known_at) as storage:
         return controls_view.controls(storage, start, end, at, by, period=period, cases=cases,
                                       compare=compare) | _known(known_at, at)
+
+
+def _window(engine: Any, as_of: datetime | None, from_: datetime | None,
+            to: datetime | None) -> tuple[int, int, int]:
+    """The moment asked about and the period [start, end): by default the 30 days up to it."""
+    at = moment_ms(as_of, engine.clock())
+    end = moment_ms(to, at)
+    start = moment_ms(from_, end - 30 * 24 * 3_600_000)
+    if start >= end:
+        raise HTTPException(422, "from must be before to")
+    return at, start, end
 
 
 def _known(known_at: datetime | None, at: int) -> dict[str, Any]:
@@ -113,11 +120,7 @@ def get_control_cases(
     """The services behind one control's count: which, when, and for an omission the step that leaked."""
     from closedloop.projections.control_periods import control_cases
 
-    at = moment_ms(as_of, engine.clock())
-    end = moment_ms(to, at)
-    start = moment_ms(from_, end - 30 * 24 * 3_600_000)
-    if start >= end:
-        raise HTTPException(422, "from must be before to")
+    at, start, end = _window(engine, as_of, from_, to)
     filters = {"region": region, "outlet": outlet, "product_line": product_line, "technician": technician}
     return control_cases(engine.storage, start, end, at, measure, {k: v for k, v in filters.items() if v is not None},
                          limit, offset)

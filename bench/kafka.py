@@ -37,13 +37,13 @@ HERE = Path(__file__).resolve().parent
 # this file is named kafka.py: its own folder must not hide the kafka-python package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-import orjson  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
 
 from closedloop.consumers import kafka as binding  # noqa: E402
 
 sys.path.append(str(HERE))
 sys.path.append(str(HERE.parent / "tests"))
+from baselines import raw_consume  # noqa: E402
 from ingest import make_workload  # noqa: E402  (bench/ingest.py: the same workload)
 
 
@@ -60,26 +60,6 @@ def produce(bootstrap: str, topic: str, events: list[dict]) -> float:
     producer.close()
     print(file=sys.stderr)
     return len(events) / took
-
-
-def raw_consume(bootstrap: str, topic: str, expect: int) -> float:
-    """kafka-python alone: explicit assignment, each value decoded, nothing kept."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=5000, max_partition_fetch_bytes=8 * 1024 * 1024,
-                             fetch_max_bytes=64 * 1024 * 1024)
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    consumer.assign(tps)
-    consumer.seek_to_beginning()
-    n = 0
-    started = time.perf_counter()
-    while n < expect:
-        for messages in consumer.poll(timeout_ms=500, max_records=5000).values():
-            for m in messages:
-                orjson.loads(m.value)
-            n += len(messages)
-    took = time.perf_counter() - started
-    consumer.close()
-    return n / took
 
 
 def engine_consume(bootstrap: str, topic: str, url: str, synchronous: str) -> tuple[float, str]:

@@ -42,13 +42,13 @@ HERE = Path(__file__).resolve().parent
 # bench/kafka.py lives here: this folder must not hide the kafka-python package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-import orjson  # noqa: E402
 import psycopg  # noqa: E402
-from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
 from closedloop.consumers import kafka as binding  # noqa: E402
 
+sys.path.append(str(HERE))  # appended: kafka-python is found first, then bench/baselines.py
 sys.path.append(str(HERE.parent / "tests"))
+from baselines import raw_consume  # noqa: E402
 
 EVENTS_PER_CALL = 7.7
 
@@ -67,26 +67,6 @@ def workload(events: int, seed: int):
     spec = WorkloadSpec(seed=seed, days=days, calls_per_day=calls, outlets=400, regions=34,
                         end=datetime(2026, 11, 1, tzinfo=UTC))
     return itertools.islice(generate(spec), events)
-
-
-def raw_consume(bootstrap: str, topic: str, expect: int) -> float:
-    """kafka-python alone: explicit assignment, each value decoded, nothing kept."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=10000, max_partition_fetch_bytes=8 * 1024 * 1024,
-                             fetch_max_bytes=64 * 1024 * 1024)
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    consumer.assign(tps)
-    consumer.seek_to_beginning()
-    n = 0
-    started = time.perf_counter()
-    while n < expect:
-        for messages in consumer.poll(timeout_ms=500, max_records=10000).values():
-            for m in messages:
-                orjson.loads(m.value)
-            n += len(messages)
-    took = time.perf_counter() - started
-    consumer.close()
-    return n / took
 
 
 class Sampler(threading.Thread):
@@ -205,7 +185,7 @@ def main() -> None:
             n = binding.produce([bootstrap], topic, workload(args.events, args.seed))
             produced = n / (time.perf_counter() - started)
             say("raw baseline: kafka-python consume, decode only ...")
-            raw = raw_consume(bootstrap, topic, n)
+            raw = raw_consume(bootstrap, topic, n, batch=10_000)
             for p in ps:
                 say(f"P={p}: {p} closedloop consume process(es) on a fresh PostgreSQL schema ...")
                 results.append(run_p(args.postgres, bootstrap, topic, p, args.batch, n, args.keep_schemas,

@@ -90,7 +90,7 @@ class Tx:
         if not rows:
             return
         if self._pg:
-            bulk = _bulk_insert(self._cur, sql, rows, self._column_types)
+            bulk = _bulk_insert(sql, rows, self._column_types)
             if bulk is not None:
                 # psycopg spends ~100 µs of Python per row of an executemany; one INSERT
                 # that unnests an array per column costs a fraction of that, and means the same
@@ -133,7 +133,7 @@ _UPSERT_TARGET = re.compile(r"ON\s+CONFLICT\s*\(([^)]*)\)\s*DO\s+UPDATE", re.I)
 _VALUE_ITEMS = re.compile(r"\s*('[^']*'|[^,]+?)\s*(?:,|$)")
 
 
-def _bulk_insert(cur: Any, sql: str, rows: Sequence[Sequence[Any]],
+def _bulk_insert(sql: str, rows: Sequence[Sequence[Any]],
                  column_types: Callable[[str], dict[str, str]]) -> tuple[str, list[Any]] | None:
     """`INSERT ... VALUES (?, ...) [ON CONFLICT ...]` for many rows as ONE statement that
     unnests a typed array per column; None when that would not mean the same as one row at
@@ -277,6 +277,25 @@ def _switch_to_wal(path: str) -> None:
             time.sleep(0.02 * (attempt + 1))
 
 
+@contextmanager
+def _immediate(conn: Any, cur: Any) -> Iterator[Tx]:
+    """One SQLite write transaction on a connection: committed, or rolled back on error."""
+    # IMMEDIATE takes the write lock up front, so a read-then-write cannot be overtaken by
+    # another process's writer between the two.
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        yield Tx(cur, pg=False)
+    except sqlite3.IntegrityError as exc:
+        conn.rollback()
+        # the same error the library raises, whichever database: callers retry on it
+        raise IntegrityError(str(exc)) from exc
+    except BaseException:
+        conn.rollback()
+        raise
+    else:
+        conn.commit()
+
+
 class SQLiteStorage(Storage):
     dialect = "sqlite"
     types = {"bigint": "INTEGER", "blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
@@ -320,20 +339,9 @@ class SQLiteStorage(Storage):
     def writing(self, append: bool = False) -> Iterator[Tx]:
         with self.datastore.get_connection(commit=True) as conn:
             cur = conn.cursor()
-            # IMMEDIATE takes the write lock up front, so a read-then-write cannot be
-            # overtaken by another process's writer between the two.
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(cur, pg=False)
-            except sqlite3.IntegrityError as exc:
-                conn.rollback()
-                # the same error the library raises, whichever database: callers retry on it
-                raise IntegrityError(str(exc)) from exc
-            except BaseException:
-                conn.rollback()
-                raise
-            else:
-                conn.commit()
+                with _immediate(conn, cur) as tx:
+                    yield tx
             finally:
                 cur.sqlite_cursor.close()
 
@@ -356,14 +364,8 @@ class SQLiteStorage(Storage):
             cur = conn.cursor()
             cur.execute(f"ATTACH DATABASE ? AS {alias}", [path])
             try:
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    yield Tx(cur, pg=False)
-                except BaseException:
-                    conn.rollback()
-                    raise
-                else:
-                    conn.commit()
+                with _immediate(conn, cur) as tx:
+                    yield tx
             finally:
                 cur.execute(f"DETACH DATABASE {alias}")
                 cur.sqlite_cursor.close()

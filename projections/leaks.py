@@ -53,15 +53,7 @@ def _summary_scan(tx: Any, at: int) -> dict[str, Any]:
     for r in rows:
         open_[r["stage"]] = int(r["open"])
         leaks[r["stage"]] = int(r["overdue"] or 0)
-    return {
-        "as_of": iso(at),
-        "cases": int(cases),
-        "open": open_,
-        "leaks": leaks,
-        "leaked_total": sum(leaks.values()),
-        # registered cases with no step open at that moment: the loop closed, so far
-        "closed_loops": int(cases) - (int(with_open) - int(early)),
-    }
+    return _summary(at, cases, open_, leaks, with_open, early)
 
 
 _FAR = 20_000  # spans opened or closed after the moment asked about, beyond which counting is cheaper
@@ -126,6 +118,11 @@ def _summary_totals(tx: Any, at: int) -> dict[str, Any]:
         f"WHERE i.kind = 'case' AND i.registered > ? AND s.{_OPEN_AT}",
         [at, at, at],
     )["n"]
+    return _summary(at, cases, open_, leaks, with_open, early)
+
+
+def _summary(at: int, cases: Any, open_: dict[str, int], leaks: dict[str, int], with_open: Any,
+             early: Any) -> dict[str, Any]:
     return {
         "as_of": iso(at),
         "cases": int(cases),

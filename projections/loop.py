@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import orjson
 
 from closedloop.domain.facts import STREAM_KIND, Fact
-from closedloop.domain.loop import STAGES, Assessment, CaseFile, Span, assess, call_spans, feedback_spans, lite
+from closedloop.domain.loop import Assessment, CaseFile, Span, assess, call_spans, feedback_spans, lite
 from closedloop.domain.policy import LoopPolicy
 from closedloop.storage import Tx
 

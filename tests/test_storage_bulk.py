@@ -66,11 +66,11 @@ def test_long_in_lists_and_not_in_lists_select_the_same_rows(storage):
 
 def test_what_is_not_a_plain_many_row_insert_is_left_alone():
     types = lambda table: {"k": "text", "n": "bigint"}  # noqa: E731
-    assert _bulk_insert(None, "UPDATE t SET n = ? WHERE k = ?", [(1, "a"), (2, "b")], types) is None
-    assert _bulk_insert(None, "INSERT INTO t (k, n) VALUES (?, ?)", [("a", 1)], types) is None  # one row
-    assert _bulk_insert(None, "INSERT INTO t (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = excluded.n",
+    assert _bulk_insert("UPDATE t SET n = ? WHERE k = ?", [(1, "a"), (2, "b")], types) is None
+    assert _bulk_insert("INSERT INTO t (k, n) VALUES (?, ?)", [("a", 1)], types) is None  # one row
+    assert _bulk_insert("INSERT INTO t (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = excluded.n",
                         [("a", 1), ("a", 2)], types) is None  # a key twice
-    statement, params = _bulk_insert(None, "INSERT INTO t (k, n) VALUES (?, ?)", [("a", 1), ("b", 2)], types)
+    statement, params = _bulk_insert("INSERT INTO t (k, n) VALUES (?, ?)", [("a", 1), ("b", 2)], types)
     assert "unnest(%b::text[], %b::bigint[])" in statement and params == [["a", "b"], [1, 2]]
     assert _any_arrays("SELECT 1 WHERE a = ? AND b IN (?, ?, ?) LIMIT ?", [1, 2, 3, 4, 5]) == (
         "SELECT 1 WHERE a = %s AND b = ANY(%b) LIMIT %s", [1, [2, 3, 4], 5])
