@@ -75,7 +75,6 @@ class Engine:
             self.reactors.append(leak_alerts.LeakAlerts(self.policy))
         if reactors is None:
             self.reactors += quality_reactors(self.policy, self.quality, self.log)
-        self.share = share
         if share != (1, 1):
             self.views, self.reactors = _my_share(self.views, self.reactors, share)
         self.projector = Projector(self.log, self.views)

@@ -55,6 +55,8 @@ class Reactions:
         # second waits for the first and then sees where it left off (SQLite's writer lock
         # already does this)
         self._lock_rows = " FOR UPDATE" if log.storage.dialect == "postgresql" else ""
+        self._names = [r.name for r in self.reactors]
+        self._marks = ",".join("?" * len(self._names)) or "NULL"
         # the decisions the last `run` or `tick` appended: the views take them without reading them
         # back, and the next run hands them to the reactors that have not seen them yet
         self.appended: list[Fact] = []
@@ -86,7 +88,7 @@ class Reactions:
 
     def positions(self) -> dict[str, int]:
         with self.log.storage.reading() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE}")
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks})", self._names)
         known = {r["name"]: r["position"] for r in rows}
         return {r.name: known.get(r.name, 0) for r in self.reactors}
 
@@ -123,7 +125,9 @@ class Reactions:
 
         def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
-            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} ORDER BY name{self._lock_rows}")
+            # only these reactors' rows: a consumer keeping another share of them is not held up
+            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} WHERE name IN ({self._marks}) "
+                          f"ORDER BY name{self._lock_rows}", self._names)
             at = {r["name"]: (r["position"], r["quiet_until"]) for r in rows}
             if any(at[r.name][0] != positions[r.name] for r in reactors):
                 raise _MovedOn  # another process answered some of these: take the careful path
