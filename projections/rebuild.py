@@ -148,11 +148,9 @@ def _fold(url: str, views: list[Any], scratch: str | None, upto: int, batch_size
             target = SQLiteStorage(f"sqlite:///{scratch}", scratch, synchronous="OFF", cache_kib=32768)
         try:
             log = EventLog(log_storage)
-            projector = Projector(log, views, batch_size, storage=target)
-            if target is not None:
-                with target.writing() as tx:
-                    for view in views:
-                        projector._reset(tx, view, defer_indexes=True)  # noqa: SLF001
+            # a new scratch file: the views are made there without the indexes the main
+            # database builds once at the end
+            projector = Projector(log, views, batch_size, storage=target, defer_indexes=True)
             projector.catch_up(lambda n: messages.put(("progress", index, n)), upto=upto)
         finally:
             log_storage.close()

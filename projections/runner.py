@@ -33,7 +33,7 @@ class StaleViewError(RuntimeError):
 
 class Projector:
     def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 20_000,
-                 storage: Storage | None = None):
+                 storage: Storage | None = None, defer_indexes: bool = False):
         self.log = log
         # where the views live: the log's database, or a scratch file a rebuild worker fills
         self.storage: Storage = storage or log.storage
@@ -47,16 +47,16 @@ class Projector:
             "position {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
         ])
         for view in self.views:
-            self._prepare(view)
+            self._prepare(view, defer_indexes)
 
-    def _prepare(self, view: View) -> None:
+    def _prepare(self, view: View, defer_indexes: bool = False) -> None:
         with self.storage.writing() as tx:
             self.storage.lock_ddl(tx)
             row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
             if row is not None and row["fingerprint"] == view.fingerprint():
                 return
             # New, or built by other rules: start it again from the beginning of the log.
-            self._reset(tx, view)
+            self._reset(tx, view, defer_indexes)
 
     def _reset(self, tx: Tx, view: View, defer_indexes: bool = False) -> None:
         for table in view.tables():
