@@ -85,7 +85,7 @@ def test_a_consumer_killed_repeatedly_loses_nothing_and_duplicates_nothing(
             proc = consumer_process(url, kafka_bootstrap, topic, dlq, tmp_path)
             started = time.monotonic()
             # kill it while it is appending: once it has made progress, at a random moment
-            while watcher.log.head() == before and time.monotonic() - started < (3 if done.is_set() else 60):
+            while watcher.log.head() == before and time.monotonic() - started < (20 if done.is_set() else 60):
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.5))
             os.kill(proc.pid, signal.SIGKILL)
