@@ -24,7 +24,7 @@ from closedloop.storage import Tx
 
 from . import loop_totals
 
-SCHEMA_VERSION = "loop-10"
+SCHEMA_VERSION = "loop-11"
 
 ITEMS = "loop_items"
 SPANS = "loop_spans"
@@ -57,6 +57,9 @@ class LoopView:
     # what folding it costs beside the other views (about 1): a parallel rebuild balances on it
     weight = 6.0
     name = "loop"
+    # set by a rebuild on the copy of the view it folds with: the running totals are counted
+    # once at the end (`settle`) instead of kept batch by batch
+    rebuilding = False
 
     def __init__(self, policy: LoopPolicy) -> None:
         self.policy = policy
@@ -87,6 +90,7 @@ class LoopView:
             f"INSERT INTO {COUNTS} (name, n) VALUES ('registered_cases', 0)",
             f"INSERT INTO {COUNTS} (name, n) VALUES ('open_cases', 0)",
             f"INSERT INTO {COUNTS} (name, n) VALUES ('open_unregistered', 0)",
+            f"INSERT INTO {COUNTS} (name, n) VALUES ('{loop_totals.STALE}', 0)",
             *loop_totals.create_statements(),
         ]
 
@@ -109,19 +113,29 @@ class LoopView:
     def apply(self, tx: Tx, facts: Sequence[Fact]) -> None:
         # the engine's alerts (loop.leaked) are about the loop, not steps of it
         facts = [f for f in facts if STREAM_KIND.get(f.type) != "alert"]
-        batch = _Batch(tx, self.policy)
+        if self.rebuilding:
+            loop_totals.mark_stale(tx, COUNTS)
+        else:
+            # a rebuild that stopped before its end left them uncounted
+            self.settle(tx)
+        batch = _Batch(tx, self.policy, keep_totals=not self.rebuilding)
         batch.prefetch(facts)
         for fact in facts:
             batch.fold(fact)
         batch.flush()
 
+    def settle(self, tx: Tx) -> None:
+        """Count the running totals afresh if a rebuild left them to its end."""
+        loop_totals.settle(tx, SPANS, ITEMS, COUNTS)
+
 
 class _Batch:
     """The part of the view one batch touches, loaded once and written back once."""
 
-    def __init__(self, tx: Tx, policy: LoopPolicy) -> None:
+    def __init__(self, tx: Tx, policy: LoopPolicy, keep_totals: bool = True) -> None:
         self.tx = tx
         self.policy = policy
+        self.keep_totals = keep_totals
         self.files: dict[str, CaseFile | None] = {}
         self.calls: dict[str, _Call | None] = {}
         self.feedback: dict[str, tuple[str | None, list[list[Any]]] | None] = {}
@@ -330,8 +344,9 @@ class _Batch:
             items.append(_item_row(file, a))
             region = a.profile.get("region")
             spans.extend(_span_row(s, case_id, _call_of(s, file), region) for s in a.spans)
-        totals = loop_totals.Totals(tx, SPANS, ITEMS, COUNTS)
-        totals.before(stale_items, case_ids)
+        totals = loop_totals.Totals(tx, SPANS, ITEMS, COUNTS) if self.keep_totals else None
+        if totals:
+            totals.before(stale_items, case_ids)
         if newly_registered:
             tx.execute(f"UPDATE {COUNTS} SET n = n + ? WHERE name = 'registered_cases'", [newly_registered])
         for chunk in _chunked(stale_items):
@@ -352,7 +367,8 @@ class _Batch:
             f"INSERT INTO {SPANS} ({','.join(_SPAN_COLUMNS)}) VALUES ({','.join('?' * len(_SPAN_COLUMNS))})",
             spans,
         )
-        totals.after()
+        if totals:
+            totals.after()
 
 
 def _chunked(keys: Sequence[str], size: int = 400):

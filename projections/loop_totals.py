@@ -9,6 +9,10 @@ of the cases concerned, so the two readings cover exactly the rows deleted and i
 - `loop_open_totals`: spans still open (closed IS NULL), by stage, region, outlet and owner;
   the summary and the leaks' totals start from them and correct for the few spans that
   opened or closed after the moment asked about.
+- `loop_counts`' row `totals_stale` (1 while a rebuild folds the view without keeping the
+  totals): `settle` counts them afresh from the rows, in SQL, and clears it. A rebuild
+  reads and writes every row once; keeping the totals by difference batch by batch would
+  read them all again.
 - `loop_counts`: `open_cases` (cases with a step still open) and `open_unregistered` (of
   those, the ones whose registration is not known).
 - `loop_control_days`: services by day begun, per grouping (`dim`: '' for the whole, or a
@@ -58,6 +62,45 @@ def index_statements() -> list[str]:
         *(f"CREATE INDEX loop_items_{m} ON loop_items ({m}, started, service, region, outlet_id, product_line, "
           f"technician_id) WHERE {m} IS NOT NULL" for m in MARKS),
     ]
+
+
+STALE = "totals_stale"
+
+
+def mark_stale(tx: Tx, counts: str) -> None:
+    """The totals stop being kept from this batch on (in its transaction): a rebuild's."""
+    tx.execute(f"UPDATE {counts} SET n = 1 WHERE name = ? AND n = 0", [STALE])
+
+
+def settle(tx: Tx, spans: str, items: str, counts: str) -> bool:
+    """When the totals were left to a rebuild's end, count them afresh from the view's rows
+    (GROUP BY in the database, not row by row in Python). True when it counted."""
+    row = tx.one(f"SELECT n FROM {counts} WHERE name = ?", [STALE])
+    if row is None or not row["n"]:
+        return False
+    none = f"'{NONE}'"
+    tx.execute(f"DELETE FROM {OPEN_TOTALS}")
+    tx.execute(
+        f"INSERT INTO {OPEN_TOTALS} (stage, region, outlet_id, owner, n) SELECT stage, COALESCE(region, {none}), "
+        f"COALESCE(outlet_id, {none}), owner, COUNT(*) FROM {spans} WHERE closed IS NULL "
+        f"GROUP BY stage, COALESCE(region, {none}), COALESCE(outlet_id, {none}), owner")
+    tx.execute(f"DELETE FROM {CONTROL_DAYS}")
+    marks = ", ".join(f"COUNT({m})" for m in MARKS)
+    for dim, col in DIMS:
+        grp = f"COALESCE({col}, {none})" if col else none
+        tx.execute(
+            f"INSERT INTO {CONTROL_DAYS} (dim, day, grp, services, complained, dissatisfied, first_leak) "
+            f"SELECT '{dim}', started / {DAY_MS}, {grp}, COUNT(*), {marks} FROM {items} "
+            f"WHERE service = 1 AND started IS NOT NULL GROUP BY started / {DAY_MS}{', ' + grp if col else ''}")
+    tx.execute(
+        f"UPDATE {counts} SET n = (SELECT COUNT(DISTINCT case_id) FROM {spans} WHERE closed IS NULL "
+        "AND case_id IS NOT NULL) WHERE name = 'open_cases'")
+    tx.execute(
+        f"UPDATE {counts} SET n = (SELECT COUNT(DISTINCT s.case_id) FROM {spans} s JOIN {items} i "
+        "ON i.item = 'case:' || s.case_id WHERE s.closed IS NULL AND i.registered IS NULL) "
+        "WHERE name = 'open_unregistered'")
+    tx.execute(f"UPDATE {counts} SET n = 0 WHERE name = ?", [STALE])
+    return True
 
 
 def key(value: Any) -> str:

@@ -136,7 +136,7 @@ def _fold(url: str, views: list[Any], scratch: str | None, upto: int, batch_size
           index: int) -> None:
     # imported here: a spawned worker starts from a fresh interpreter
     from closedloop.eventlog import EventLog
-    from closedloop.projections.runner import Projector
+    from closedloop.projections.runner import Projector, rebuilding
     from closedloop.storage import open_storage
 
     try:
@@ -151,7 +151,8 @@ def _fold(url: str, views: list[Any], scratch: str | None, upto: int, batch_size
             # a new scratch file: the views are made there without the indexes the main
             # database builds once at the end
             projector = Projector(log, views, batch_size, storage=target, defer_indexes=True)
-            projector.catch_up(lambda n: messages.put(("progress", index, n)), upto=upto)
+            with rebuilding(views):  # upkeep such as running totals is done once, at the end
+                projector.catch_up(lambda n: messages.put(("progress", index, n)), upto=upto)
         finally:
             log_storage.close()
             if target is not None:

@@ -9,7 +9,8 @@ with (its schema version and the loop policy): when those change, it is rebuilt.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.eventlog import EventLog
@@ -54,6 +55,7 @@ class Projector:
             self.storage.lock_ddl(tx)
             row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
             if row is not None and row["fingerprint"] == view.fingerprint():
+                _settle(view, tx)  # a rebuild cut off before its end left upkeep undone
                 return
             # New, or built by other rules: start it again from the beginning of the log.
             self._reset(tx, view, defer_indexes)
@@ -143,13 +145,36 @@ class Projector:
             if len(groups) > 1 and parallel.parallel_possible(self.storage):
                 n = parallel.rebuild_in_parallel(self, groups, self.log.head(), progress)
         # what was appended meanwhile, or everything when folded here
-        n += self.catch_up(progress)
-        # an index built once over all rows costs less than one kept up row by row
+        with rebuilding(self.views):
+            n += self.catch_up(progress)
+        # an index built once over all rows costs less than one kept up row by row, and so
+        # do totals counted once
         with self._lock, self.storage.writing() as tx:
             for view in self.views:
                 for statement in _index_statements(view):
                     tx.execute(self.storage.ddl(statement))
+                _settle(view, tx)
         return n
+
+
+@contextmanager
+def rebuilding(views: Sequence[View]) -> Iterator[None]:
+    """While folding from the first event, views may leave upkeep that can be counted once at
+    the end (a view says so with a `rebuilding` attribute, and does it in `settle(tx)`)."""
+    marked = [v for v in views if hasattr(v, "rebuilding")]
+    for view in marked:
+        view.rebuilding = True  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for view in marked:
+            view.rebuilding = False  # type: ignore[attr-defined]
+
+
+def _settle(view: View, tx: Tx) -> None:
+    settle = getattr(view, "settle", None)
+    if settle is not None:
+        settle(tx)
 
 
 def _index_statements(view: View) -> list[str]:

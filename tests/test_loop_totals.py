@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from closedloop.domain.facts import iso, to_ms
+from closedloop.domain.policy import LoopPolicy
 from closedloop.domain.loop import STAGES
 from closedloop.engine import Engine, feed
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
 from closedloop.projections.controls import GROUPS, MEASURES, TARGET_PPM, _rates
 from closedloop.projections.loop import COUNTS, ITEMS, SPANS
-from closedloop.projections.loop_totals import CONTROL_DAYS, OPEN_TOTALS, kept, recount
+from closedloop.projections.loop_totals import CONTROL_DAYS, OPEN_TOTALS, STALE, kept, mark_stale, recount
+from closedloop.projections.runner import rebuilding
 from closedloop.workload import WorkloadSpec, generate
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -161,6 +163,51 @@ def test_answers_from_the_totals_equal_counting_every_row_before_and_after_a_reb
     with engine.storage.reading() as tx:
         assert kept(tx) == before == recount(tx)
     assert_answers_as_counted(engine)
+
+
+def test_a_rebuild_cut_off_before_its_end_leaves_totals_the_next_start_counts_afresh(database_url: str,
+                                                                                    workload: list[dict]):
+    half = len(workload) // 2
+    engine = Engine.open(database_url, policy=LoopPolicy())
+    try:
+        # given: the loop view folded from the first event as a rebuild does, leaving its totals
+        # to the end, and stopped there (a crash before the totals were counted)
+        feed(engine, workload[:half], batch_size=250)
+        with engine.storage.reading() as tx:
+            before = kept(tx)
+        with engine.storage.writing() as tx:
+            engine.projector._reset(tx, engine.loop, defer_indexes=True)
+        with rebuilding([engine.loop]):
+            engine.projector.catch_up()
+        with engine.storage.reading() as tx:
+            assert tx.one(f"SELECT n FROM {COUNTS} WHERE name = '{STALE}'")["n"] == 1
+            assert kept(tx) != recount(tx)
+    finally:
+        engine.close()
+    # when: the engine starts again
+    engine = Engine.open(database_url, policy=LoopPolicy())
+    try:
+        # then: the totals are counted from the rows, and kept from there on
+        with engine.storage.reading() as tx:
+            assert kept(tx) == recount(tx) == before
+            assert tx.one(f"SELECT n FROM {COUNTS} WHERE name = '{STALE}'")["n"] == 0
+        feed(engine, workload[half:], batch_size=250)
+        assert_totals_kept(engine)
+    finally:
+        engine.close()
+
+
+def test_a_live_batch_counts_totals_a_rebuild_left_stale(engine: Engine, workload: list[dict]):
+    half = len(workload) // 2
+    feed(engine, workload[:half], batch_size=250)
+    # given: totals marked stale (as by another process's rebuild cut off) and wrong
+    with engine.storage.writing() as tx:
+        mark_stale(tx, COUNTS)
+        tx.execute(f"DELETE FROM {OPEN_TOTALS}")
+    # when: the next batch is folded live
+    feed(engine, workload[half:], batch_size=250)
+    # then: the totals were counted afresh and kept
+    assert_totals_kept(engine)
 
 
 def test_a_moment_long_past_is_counted_and_answers_the_same(engine: Engine, workload: list[dict], monkeypatch):
