@@ -10,7 +10,8 @@ Stages (each prints its figures; `--events` scales the whole run down for a quic
    minutes rather than an hour here);
 3. replay: `closedloop replay` of the first 10% and of the whole log, each in its own
    process (and its workers): events/s and peak resident memory of them all, to show memory
-   stays flat as the log grows; the whole log once more with --workers 1;
+   stays flat as the log grows; the whole log once more with --workers 1 (up to 2 M events);
+   raw baselines: the whole log's rows fetched in order, and fetched and decoded into facts;
 4. queries: `closedloop serve` on loopback, a load generator in another process firing
    /loop/summary, /loop/leaks and /controls from several connections for a fixed time;
    p50 and p99 per route, next to a raw baseline (/health, which touches no view).
@@ -143,6 +144,39 @@ def replay(url: str, workers: int | None = None, env_extra: dict | None = None) 
     return rate, n, peak / 1024
 
 
+def read_baseline(url: str) -> tuple[float, float]:
+    """The replay's raw baselines, one process: the log's rows fetched in order (sqlite3, no
+    decoding), and fetched and decoded into facts as a replay worker reads them (batches of
+    100,000). Each replay worker reads the whole log, so the second is a ceiling on its rate."""
+    import sqlite3
+
+    from closedloop.eventlog import EventLog
+    from closedloop.storage import open_storage
+
+    path = url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    started, n, after = time.perf_counter(), 0, 0
+    while True:
+        rows = conn.execute("SELECT rowid, topic, state FROM closedloop_events WHERE rowid > ? ORDER BY rowid "
+                            "LIMIT 100000", [after]).fetchall()
+        if not rows:
+            break
+        n += len(rows)
+        after = rows[-1][0]
+    fetched = n / (time.perf_counter() - started)
+    conn.close()
+    storage = open_storage(url)
+    try:
+        log = EventLog(storage)
+        started, n = time.perf_counter(), 0
+        for facts in log.follow(0, 100_000):
+            n += len(facts)
+        decoded = n / (time.perf_counter() - started)
+    finally:
+        storage.close()
+    return fetched, decoded
+
+
 def _load(port: int, key: str, paths: list[str], seconds: float, out: mp.Queue) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Bearer {key}"}
@@ -253,6 +287,10 @@ def main() -> None:
             r1, _, m1 = replay(full, workers=1, env_extra=quiet)
         results["replay_small"] = f"{n10:,} events at {r10:,.0f} events/s, peak RSS {m10:,.0f} MiB (all processes)"
         results["replay_full"] = f"{n:,} events at {r:,.0f} events/s, peak RSS {m:,.0f} MiB (all processes)"
+        fetched, decoded = read_baseline(full)
+        results["replay_raw"] = (f"the whole log read in one process: rows fetched {fetched:,.0f} events/s, "
+                                 f"fetched and decoded into facts {decoded:,.0f} events/s (replay {r / decoded:.2f} "
+                                 "of the latter; every worker reads the whole log)")
         if r1 is not None:
             results["replay_1proc"] = f"{n:,} events at {r1:,.0f} events/s, peak RSS {m1:,.0f} MiB (--workers 1)"
         say("4. queries under load ...")
