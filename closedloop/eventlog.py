@@ -19,7 +19,7 @@ import orjson
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from closedloop import chain
-from closedloop.domain.facts import Fact
+from closedloop.domain.facts import Fact, stored_fact
 from closedloop.storage import EVENTS_TABLE, Storage, Tx
 
 RECEIPTS_TABLE = "closedloop_receipts"
@@ -47,8 +47,8 @@ def encode(fact: Fact, recorded_ms: int) -> bytes:
 
 def decode(position: int, topic: str, state: bytes) -> Fact:
     body = orjson.loads(state)
-    return Fact(topic, body["subject"], body["source"], body["id"], body["time"], body["data"],
-                body["recorded"], position)
+    return stored_fact(topic, body["subject"], body["source"], body["id"], body["time"], body["data"],
+                       body["recorded"], position)
 
 
 @dataclass

@@ -95,7 +95,7 @@ def lite(fact: Fact) -> dict[str, Any]:
     data = fact.data
     t = fact.type
     if t in ("case.registered", "case.amended"):
-        return _details(dict(data))
+        return _details(data)
     if t == "appointment.set":
         return {"at": parse_ms(data["at"]), "agreed": data["customer_agreed"]}
     if t == "guidance.given":
@@ -118,12 +118,23 @@ def lite(fact: Fact) -> dict[str, Any]:
         return out
     if t == "feedback.acknowledged":
         return {"owner": data["owner"], "due": parse_ms(data["due"]) if data.get("due") else None}
-    keep = (
-        "outlet_id", "technician_id", "by", "reason", "working", "reached", "satisfaction",
-        "complaint_id", "category", "accountable", "request_id", "part_no", "to_outlet_id",
-        "to", "from_outlet_id", "next_step", "department", "owner", "verified", "agent_id",
-    )
-    return {k: data[k] for k in keep if k in data}
+    # which of _KEEP a fact carries depends on its type and shape: found once per shape
+    shape = (t, tuple(data))
+    keys = _KEPT.get(shape)
+    if keys is None:
+        if len(_KEPT) > 4096:  # a producer inventing fields: the cache must not grow without end
+            _KEPT.clear()
+        keys = _KEPT[shape] = tuple(k for k in _KEEP if k in data)
+    return {k: data[k] for k in keys}
+
+
+_KEEP = (
+    "outlet_id", "technician_id", "by", "reason", "working", "reached", "satisfaction",
+    "complaint_id", "category", "accountable", "request_id", "part_no", "to_outlet_id",
+    "to", "from_outlet_id", "next_step", "department", "owner", "verified", "agent_id",
+)
+# (type, the data's keys in order) -> the kept keys; producers send few shapes of each type
+_KEPT: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
 @dataclass
@@ -478,6 +489,7 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: b
     item = f"case:{file.case_id}"
     spans: list[Span] = []
     current: list[Any] = [None, None, None, None]  # per stage: [opened, view]
+    shown: tuple[Any, ...] = (None, None, None, None)  # per stage: the view of its open span
     others: dict[str, list[Any]] = {}  # feedback items the cause does not require: [opened, view]
     for t, _pos, _order, kind, d, fid in timeline:
         if upto is not None and t > upto:
@@ -488,14 +500,17 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: b
             w.feedback_fact(t, fid, kind, d)
         else:
             w.apply(t, kind, d)
-        for i, view in enumerate(w.views()):
-            cur = current[i]
-            if cur is not None and cur[1] == view:
-                continue
-            if cur is not None:
-                opened, opened_view = cur
-                spans.append(Span(item, STAGES[i], opened, t, *opened_view))
-            current[i] = [t, view] if view is not None else None
+        views = w.views()
+        if views != shown:  # most facts change no step's view: one comparison, not four
+            for i, view in enumerate(views):
+                cur = current[i]
+                if cur is not None and cur[1] == view:
+                    continue
+                if cur is not None:
+                    opened, opened_view = cur
+                    spans.append(Span(item, STAGES[i], opened, t, *opened_view))
+                current[i] = [t, view] if view is not None else None
+            shown = views
         if w.items or others:
             _follow_others(others, w.other_feedback_views(), t, spans)
     for i, cur in enumerate(current):
