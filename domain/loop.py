@@ -15,7 +15,7 @@ what makes `as_of` views and a replay up to T agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .facts import Fact, parse_ms
 from .feedback import FeedbackItem
@@ -57,7 +57,7 @@ for _g, _n in set(REQUIRED_DETAILS) | set(PROFILE_DETAILS):
     _DETAIL_INDEX.setdefault(_g, {})[_n] = (f"{_g}.{_n}", (_g, _n) in REQUIRED_DETAILS, PROFILE_DETAILS.get((_g, _n)))
 
 
-def _details(data: dict[str, Any]) -> dict[str, Any]:
+def _details(data: Mapping[str, Any]) -> dict[str, Any]:
     """What a registration or amendment says of the case, in the form the walk folds.
 
     `given` maps each required detail the fact mentions to whether it is filled in;
@@ -270,7 +270,7 @@ class _Walk:
         owner = self.call_owner or self.registered_by or "call-center"
         return (start + self.policy.record_within, owner, None)
 
-    def handled_view(self) -> tuple[int, str, str | None] | None:
+    def handled_view(self) -> tuple[int, str, str | None, str | None] | None:
         if self.registered is None or self.handled is not None:
             return None
         p = self.policy
@@ -491,13 +491,13 @@ def assess(file: CaseFile, policy: LoopPolicy, upto: int | None = None, steps: b
     current: list[Any] = [None, None, None, None]  # per stage: [opened, view]
     shown: tuple[Any, ...] = (None, None, None, None)  # per stage: the view of its open span
     others: dict[str, list[Any]] = {}  # feedback items the cause does not require: [opened, view]
-    for t, _pos, _order, kind, d, fid in timeline:
+    for t, _pos, _order, kind, d, feedback_id in timeline:
         if upto is not None and t > upto:
             break
         if kind == "call":
             w.call_t = t if w.call_t is None else min(w.call_t, t)
-        elif fid is not None:
-            w.feedback_fact(t, fid, kind, d)
+        elif feedback_id is not None:
+            w.feedback_fact(t, feedback_id, kind, d)
         else:
             w.apply(t, kind, d)
         views = w.views()
