@@ -74,31 +74,19 @@ def mark_stale(tx: Tx, counts: str) -> None:
 
 def settle(tx: Tx, spans: str, items: str, counts: str) -> bool:
     """When the totals were left to a rebuild's end, count them afresh from the view's rows
-    (GROUP BY in the database, not row by row in Python). True when it counted."""
+    (`recount`'s queries, GROUP BY in the database, written straight into the tables). True
+    when it counted."""
     row = tx.one(f"SELECT n FROM {counts} WHERE name = ?", [STALE])
     if row is None or not row["n"]:
         return False
-    none = f"'{NONE}'"
     tx.execute(f"DELETE FROM {OPEN_TOTALS}")
-    tx.execute(
-        f"INSERT INTO {OPEN_TOTALS} (stage, region, outlet_id, owner, n) SELECT stage, COALESCE(region, {none}), "
-        f"COALESCE(outlet_id, {none}), owner, COUNT(*) FROM {spans} WHERE closed IS NULL "
-        f"GROUP BY stage, COALESCE(region, {none}), COALESCE(outlet_id, {none}), owner")
+    tx.execute(f"INSERT INTO {OPEN_TOTALS} (stage, region, outlet_id, owner, n) {_open_spans(spans)}")
     tx.execute(f"DELETE FROM {CONTROL_DAYS}")
-    marks = ", ".join(f"COUNT({m})" for m in MARKS)
     for dim, col in DIMS:
-        grp = f"COALESCE({col}, {none})" if col else none
-        tx.execute(
-            f"INSERT INTO {CONTROL_DAYS} (dim, day, grp, services, complained, dissatisfied, first_leak) "
-            f"SELECT '{dim}', started / {DAY_MS}, {grp}, COUNT(*), {marks} FROM {items} "
-            f"WHERE service = 1 AND started IS NOT NULL GROUP BY started / {DAY_MS}{', ' + grp if col else ''}")
-    tx.execute(
-        f"UPDATE {counts} SET n = (SELECT COUNT(DISTINCT case_id) FROM {spans} WHERE closed IS NULL "
-        "AND case_id IS NOT NULL) WHERE name = 'open_cases'")
-    tx.execute(
-        f"UPDATE {counts} SET n = (SELECT COUNT(DISTINCT s.case_id) FROM {spans} s JOIN {items} i "
-        "ON i.item = 'case:' || s.case_id WHERE s.closed IS NULL AND i.registered IS NULL) "
-        "WHERE name = 'open_unregistered'")
+        tx.execute(f"INSERT INTO {CONTROL_DAYS} (dim, day, grp, services, complained, dissatisfied, first_leak) "
+                   f"{_services_by_day(items, dim, col)}")
+    tx.execute(f"UPDATE {counts} SET n = ({_open_cases(spans)}) WHERE name = 'open_cases'")
+    tx.execute(f"UPDATE {counts} SET n = ({_open_unregistered(spans, items)}) WHERE name = 'open_unregistered'")
     tx.execute(f"UPDATE {counts} SET n = 0 WHERE name = ?", [STALE])
     return True
 
@@ -217,23 +205,39 @@ class Totals:
                            "AND complained = 0 AND dissatisfied = 0 AND first_leak = 0", [r[:3] for r in rows])
 
 
+# The totals as counted from the view's rows, in the tables' columns and keys (NULL as NONE).
+def _open_spans(spans: str) -> str:
+    return (f"SELECT stage, COALESCE(region, '{NONE}') AS region, COALESCE(outlet_id, '{NONE}') AS outlet_id, "
+            f"owner, COUNT(*) AS n FROM {spans} WHERE closed IS NULL "
+            f"GROUP BY stage, COALESCE(region, '{NONE}'), COALESCE(outlet_id, '{NONE}'), owner")
+
+
+def _services_by_day(items: str, dim: str, col: str | None) -> str:
+    grp = f"COALESCE({col}, '{NONE}')" if col else f"'{NONE}'"
+    marks = ", ".join(f"COUNT({m}) AS {m}" for m in MARKS)
+    return (f"SELECT '{dim}' AS dim, started / {DAY_MS} AS day, {grp} AS grp, COUNT(*) AS services, {marks} "
+            f"FROM {items} WHERE service = 1 AND started IS NOT NULL "
+            f"GROUP BY started / {DAY_MS}{', ' + grp if col else ''}")
+
+
+def _open_cases(spans: str) -> str:
+    return f"SELECT COUNT(DISTINCT case_id) AS n FROM {spans} WHERE closed IS NULL AND case_id IS NOT NULL"
+
+
+def _open_unregistered(spans: str, items: str) -> str:
+    return (f"SELECT COUNT(DISTINCT s.case_id) AS n FROM {spans} s JOIN {items} i ON i.item = 'case:' || s.case_id "
+            "WHERE s.closed IS NULL AND i.registered IS NULL")
+
+
 def recount(tx: Tx, spans: str = "loop_spans", items: str = "loop_items") -> dict[str, Any]:
     """The totals counted afresh from the view's rows: what the running totals must equal."""
-    open_ = {(r["stage"], key(r["region"]), key(r["outlet_id"]), key(r["owner"])): int(r["n"]) for r in tx.all(
-        f"SELECT stage, region, outlet_id, owner, COUNT(*) AS n FROM {spans} WHERE closed IS NULL "
-        "GROUP BY stage, region, outlet_id, owner")}
-    cases = tx.one(f"SELECT COUNT(DISTINCT case_id) AS n FROM {spans} WHERE closed IS NULL AND case_id IS NOT NULL")
-    unregistered = tx.one(
-        f"SELECT COUNT(DISTINCT s.case_id) AS n FROM {spans} s JOIN {items} i ON i.item = 'case:' || s.case_id "
-        "WHERE s.closed IS NULL AND i.registered IS NULL")
+    open_ = {(r["stage"], r["region"], r["outlet_id"], r["owner"]): int(r["n"]) for r in tx.all(_open_spans(spans))}
     days: dict[tuple[str, int, str], tuple[int, ...]] = {}
-    marks = ", ".join(f"COUNT({m}) AS {m}" for m in MARKS)
     for dim, col in DIMS:
-        grp = col or "NULL"
-        for r in tx.all(f"SELECT started / {DAY_MS} AS day, {grp} AS grp, COUNT(*) AS services, {marks} FROM {items} "
-                        f"WHERE service = 1 AND started IS NOT NULL GROUP BY started / {DAY_MS}{', ' + col if col else ''}"):
-            days[(dim, int(r["day"]), key(r["grp"]))] = (int(r["services"]), *(int(r[m]) for m in MARKS))
-    return {"open": open_, "open_cases": int(cases["n"]), "open_unregistered": int(unregistered["n"]), "days": days}
+        for r in tx.all(_services_by_day(items, dim, col)):
+            days[(dim, int(r["day"]), r["grp"])] = (int(r["services"]), *(int(r[m]) for m in MARKS))
+    return {"open": open_, "open_cases": int(tx.one(_open_cases(spans))["n"]),
+            "open_unregistered": int(tx.one(_open_unregistered(spans, items))["n"]), "days": days}
 
 
 def kept(tx: Tx, counts: str = "loop_counts") -> dict[str, Any]:
