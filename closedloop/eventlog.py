@@ -12,6 +12,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -66,7 +67,8 @@ class Appended:
 
 
 class EventLog:
-    def __init__(self, storage: Storage, clock: Callable[[], int] = now_ms, cache_size: int = 200_000):
+    def __init__(self, storage: Storage, clock: Callable[[], int] = now_ms, cache_size: int = 200_000,
+                 recent_size: int = 30_000):
         self.storage = storage
         self.clock = clock
         storage.create([
@@ -80,6 +82,14 @@ class EventLog:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_size = cache_size
+        # The facts this process has just appended or read, by position. After an append the
+        # same facts are read back by every view and reactor that another process's appends
+        # put out of step (consumers sharing a topic), and by each of them separately: the row
+        # is fetched again, but not decoded again. The log is append-only, so a position once
+        # committed never holds another fact; facts enter only after their commit.
+        self._recent: dict[int, Fact] = {}
+        self._recent_size = recent_size
+        self._recent_lock = threading.Lock()
 
     # --- writing ---------------------------------------------------------------------------
     def append(self, facts: Sequence[Fact], also: Callable[[Tx, Appended], None] | None = None) -> Appended:
@@ -104,6 +114,7 @@ class EventLog:
                     with self.storage.writing() as tx:
                         session.tx = tx
                         out = work(session)
+                    self._remember(session.stored)
                     # Only once committed does this process trust the versions it wrote.
                     for stream, version in session.versions.items():
                         self._versions[stream] = version
@@ -172,9 +183,25 @@ class EventLog:
                 f"ORDER BY {col} LIMIT ?",
                 params,
             )
-        return [decode(r[0], r[1], r[2]) for r in rows] if self.storage.dialect == "sqlite" else [
-            decode(r["position"], r["topic"], bytes(r["state"])) for r in rows
-        ]
+        recent = self._recent
+        if self.storage.dialect == "sqlite":
+            facts = [recent.get(r[0]) or decode(r[0], r[1], r[2]) for r in rows]
+        else:
+            facts = [recent.get(r["position"]) or decode(r["position"], r["topic"], bytes(r["state"])) for r in rows]
+        self._remember(facts)
+        return facts
+
+    def _remember(self, facts: list[Fact]) -> None:
+        if not self._recent_size or not facts:
+            return
+        with self._recent_lock:
+            recent = self._recent
+            for fact in facts:
+                recent[fact.position] = fact  # type: ignore[index]
+            over = len(recent) - self._recent_size
+            if over > 0:  # the oldest remembered go first (a dict keeps insertion order)
+                for position in list(islice(recent, over)):
+                    del recent[position]
 
     def follow(self, after: int = 0, batch: int = 2000, upto: int | None = None) -> Iterator[list[Fact]]:
         """Batches of facts from `after` to the head (or `upto`) as it stands now."""
@@ -218,6 +245,7 @@ class AppendSession:
         self.tx: Tx = None  # type: ignore[assignment]  # set when the transaction opens
         self.versions: dict[str, int] = {}
         self.tip: str | None = None  # the chain's last hash, once read in this transaction
+        self.stored: list[Fact] = []  # every fact this transaction appended, in log order
 
     def append(self, facts: Sequence[Fact]) -> Appended:
         log, tx = self.log, self.tx
@@ -267,6 +295,7 @@ class AppendSession:
             Fact(f.type, f.subject, f.source, f.id, f.time_ms, f.data, recorded, pos)
             for (f, _), pos in zip(fresh, positions)
         ]
+        self.stored += result.stored
         return result
 
 

@@ -117,7 +117,11 @@ class Reactions:
         positions = self.positions()
         start = min((positions[r.name] for r in reactors), default=0)
         gap = fresh[0].position - 1 - start
-        if gap < 0 or gap > self.batch_size:
+        # The gap is what other processes appended since: consumers sharing a topic append
+        # a batch each in turn, so it is commonly a few of their batches. Taken in the same
+        # window, rather than each reactor following the log on its own in transactions of
+        # its own; bounded, so that one transaction's window stays a few batches long.
+        if gap < 0 or gap > max(self.batch_size, 4 * len(fresh)):
             return 0, set()
         window = (self.log.read(start, gap, fresh[0].position - 1) if gap else []) + fresh
         if window[0].position != start + 1 or window[-1].position != start + len(window):

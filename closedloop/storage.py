@@ -457,16 +457,24 @@ class PostgresStorage(Storage):
             yield Tx(cur, pg=True)
 
     def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:
-        from eventsourcing.postgres import PostgresAggregateRecorder
-
         if not stored:
             return []
         self.recorder._notify_channel(tx.raw)  # noqa: SLF001
-        PostgresAggregateRecorder._insert_stored_events(self.recorder, tx.raw, stored)  # noqa: SLF001
+        # The library inserts an array of a composite type, which psycopg writes out as text
+        # in Python, escaping every state with a regular expression: ~50 µs of this process's
+        # CPU per event, all of it under the append lock. Four arrays in binary say the same
+        # (the same table, the same unnest, positions handed out in the array's order) for
+        # a fifteenth of that.
+        tx.raw.execute(_INSERT_EVENTS, [[e.originator_id for e in stored], [e.originator_version for e in stored],
+                                        [e.topic for e in stored], [e.state for e in stored]])
         return [row["notification_id"] for row in tx.raw.fetchall()]
 
     def close(self) -> None:
         self.datastore.close()
+
+
+_INSERT_EVENTS = (f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
+                  "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) RETURNING notification_id")
 
 
 def open_storage(url: str | None = None) -> Storage:

@@ -147,7 +147,7 @@ def _fold(url: str, views: list[Any], scratch: str | None, upto: int, batch_size
             # worker's memory flat however long the log
             target = SQLiteStorage(f"sqlite:///{scratch}", scratch, synchronous="OFF", cache_kib=32768)
         try:
-            log = EventLog(log_storage)
+            log = EventLog(log_storage, recent_size=0)  # reads each fact once: nothing to remember
             # a new scratch file: the views are made there without the indexes the main
             # database builds once at the end
             projector = Projector(log, views, batch_size, storage=target, defer_indexes=True)

@@ -74,3 +74,26 @@ def test_what_is_not_a_plain_many_row_insert_is_left_alone():
     assert "unnest(%b::text[], %b::bigint[])" in statement and params == [["a", "b"], [1, 2]]
     assert _any_arrays("SELECT 1 WHERE a = ? AND b IN (?, ?, ?) LIMIT ?", [1, 2, 3, 4, 5]) == (
         "SELECT 1 WHERE a = %s AND b = ANY(%b) LIMIT %s", [1, [2, 3, 4], 5])
+
+
+def test_stored_events_get_the_positions_they_are_read_back_at(storage):
+    """The log's insert hands back each event's position in the order given; the hash chain,
+    the receipts and the facts handed to the views all trust that order."""
+    from eventsourcing.persistence import StoredEvent
+
+    from closedloop.storage import EVENTS_TABLE
+
+    # states with what a text encoding must escape: quotes, backslashes, braces, bytes > 127
+    given = [StoredEvent(f"case-{i % 7}", i // 7 + 1, f"Type{i % 3}",
+                         f'{{"n": {i}, "s": "a\\\\b \\"q\\" {{x}} ü"}}'.encode() + bytes([i % 256]))
+             for i in range(700)]
+    with storage.writing(append=True) as tx:
+        positions = storage.insert_stored(tx, given)
+    col = "rowid" if storage.dialect == "sqlite" else "notification_id"
+    with storage.reading() as tx:
+        rows = tx.all(f"SELECT {col} AS position, originator_id, originator_version, topic, state "
+                      f"FROM {EVENTS_TABLE} ORDER BY {col}")
+    assert len(positions) == len(given) == len(rows)
+    assert positions == sorted(positions)
+    at = {r["position"]: (r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])) for r in rows}
+    assert [at[p] for p in positions] == [(e.originator_id, e.originator_version, e.topic, e.state) for e in given]
