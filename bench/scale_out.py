@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL",
                                                              "postgresql://postgres@127.0.0.1:5432/test").split("?")[0])
     parser.add_argument("--keep-schemas", action="store_true")
-    parser.add_argument("--followers", choices=["share", "all"], default="share",
+    parser.add_argument("--followers", choices=["share", "any", "all"], default="share",
                         help="consume --followers: each member keeps its share of the views and reactors "
                         "(default), or every member keeps all of them")
     args = parser.parse_args()

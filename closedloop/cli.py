@@ -512,6 +512,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
         raise SystemExit(f"closedloop consume: {exc}") from None
     topics = args.topic or [binding.DEFAULT_TOPIC]
     engine = _engine(args, share=member if args.followers == "share" else (1, 1))
+    if args.followers == "any":
+        engine.skip_busy()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     ingest = KafkaIngest(engine, bootstrap, topics, member=member,
@@ -730,10 +732,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a topic to read (repeatable; default closedloop.events)")
     p.add_argument("--member", default="1/1",
                    help="k/n: this process takes the partitions p with p %% n == k-1 (default 1/1: all)")
-    p.add_argument("--followers", choices=["share", "all"], default="share",
+    p.add_argument("--followers", choices=["share", "any", "all"], default="share",
                    help="share (default): member k of n keeps its share of the views and reactors current, so "
-                   "n members follow the log in parallel and together cover all; all: every member keeps "
-                   "every view and reactor (they queue for each other)")
+                   "n members follow the log in parallel and together cover all; any: every member keeps every "
+                   "view and reactor, and passes over those another member is working on (PostgreSQL), so "
+                   "whoever is free does the next piece; all: every member keeps every view and reactor, "
+                   "queueing for each other")
     p.add_argument("--dlq-topic", default="closedloop.events.dlq", help="where poison messages go")
     p.add_argument("--no-dlq", action="store_true", help="quarantine poison messages only")
     p.add_argument("--batch", type=int, default=10_000, help="messages per transaction at most")

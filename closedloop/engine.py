@@ -154,6 +154,13 @@ class Engine:
             self.catch_up()
         return decided
 
+    def skip_busy(self) -> None:
+        """Several processes keep the same views and reactors (consumers sharing a topic with
+        `--followers any`): each goes on past what another is working on now, so whoever is
+        free does the next piece of work instead of queueing for it."""
+        self.projector.skip_busy_views()
+        self.reactions.skip_busy_reactors()
+
     def resubmit(self, qid: int, corrected: Any | None = None) -> Submitted:
         """An operator sends a quarantined event again, as it was or corrected."""
         entry = self.quarantine.get(qid)

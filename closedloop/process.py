@@ -55,6 +55,7 @@ class Reactions:
         # second waits for the first and then sees where it left off (SQLite's writer lock
         # already does this)
         self._lock_rows = " FOR UPDATE" if log.storage.dialect == "postgresql" else ""
+        self.skip_busy = False  # see `skip_busy_reactors`
         self._names = [r.name for r in self.reactors]
         self._marks = ",".join("?" * len(self._names)) or "NULL"
         # the decisions the last `run` or `tick` appended: the views take them without reading them
@@ -105,8 +106,20 @@ class Reactions:
             for reactor in pending:
                 start = self.positions()[reactor.name]
                 for facts in self.log.follow(start, self.batch_size):
-                    count += self._react(reactor, facts, decided)
+                    answered = self._react(reactor, facts, decided)
+                    if answered is None:
+                        break  # another process is answering it now; it carries on from there
+                    count += answered
         return count
+
+    def skip_busy_reactors(self) -> None:
+        """Several processes keeping the same reactors: one that finds a reactor being
+        answered by another goes on to the next instead of waiting (PostgreSQL's SKIP LOCKED);
+        the other carries it to the log's head, and what is appended after is answered at the
+        next turn of whichever process is free. (SQLite has one writer at a time anyway.)"""
+        if self._lock_rows:
+            self._lock_rows = " FOR UPDATE SKIP LOCKED"
+            self.skip_busy = True
 
     def _react_together(self, reactors: list[Reactor], fresh: list[Fact],
                         decided: list[Fact] | None) -> tuple[int, set[str]]:
@@ -133,11 +146,14 @@ class Reactions:
             rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} WHERE name IN ({self._marks}) "
                           f"ORDER BY name{self._lock_rows}", self._names)
             at = {r["name"]: (r["position"], r["quiet_until"]) for r in rows}
-            if any(at[r.name][0] != positions[r.name] for r in reactors):
+            # (with skip_busy, the reactors another process is answering now are not in `at`)
+            mine = [r for r in reactors if r.name in at]
+            if not mine or any(at[r.name][0] != positions[r.name] for r in mine):
                 raise _MovedOn  # another process answered some of these: take the careful path
+            taken.extend(r.name for r in mine)
             in_hand = list(window)
             stored_all: list[Fact] = []
-            for reactor in reactors:
+            for reactor in mine:
                 position, quiet_until = at[reactor.name]
                 todo = in_hand[bisect_right(in_hand, position, key=_position):]  # in_hand is in log order
                 if not todo:
@@ -151,19 +167,24 @@ class Reactions:
                            [todo[-1].position, reactor.name])
             return stored_all
 
+        taken: list[str] = []
         try:
             stored = self.log.transaction(work)
         except _MovedOn:
             return 0, set()
         if decided is not None:
             decided.extend(stored)
-        return len(stored), {r.name for r in reactors}
+        return len(stored), set(taken)
 
-    def _react(self, reactor: Reactor, facts: list[Fact], decided: list[Fact] | None = None) -> int:
-        def work(session: AppendSession) -> list[Fact]:
+    def _react(self, reactor: Reactor, facts: list[Fact], decided: list[Fact] | None = None) -> int | None:
+        """`reactor` answers what it has not seen of `facts`; None when another process is
+        answering it now (only with skip_busy)."""
+        def work(session: AppendSession) -> list[Fact] | None:
             tx = session.tx
             row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?{self._lock_rows}",
                          [reactor.name])
+            if row is None:
+                return None
             position, quiet_until = row["position"], row["quiet_until"]
             todo = [f for f in facts if f.position > position]
             if not todo:
@@ -176,6 +197,8 @@ class Reactions:
             return stored
 
         stored = self.log.transaction(work)
+        if stored is None:
+            return None
         if decided is not None:
             decided.extend(stored)
         return len(stored)

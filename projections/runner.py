@@ -43,6 +43,9 @@ class Projector:
         self._lock = threading.Lock()
         self._names = [v.name for v in self.views]
         self._marks = ",".join("?" * len(self._names)) or "NULL"
+        # Several processes keeping the same views (PostgreSQL): wait for one another, or let
+        # a process skip the views another is folding now and fold the rest (`skip_busy_views`)
+        self._lock_rows = " ORDER BY name FOR UPDATE" if self.storage.dialect == "postgresql" else ""
         self.storage.create([
             f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
             "position {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
@@ -115,12 +118,13 @@ class Projector:
             # already serializes writers). Without the lock both read the same position, and
             # the slower one's update found it moved: StaleViewError, and the consumer died.
             # Only this projector's views: a rebuild's workers each hold their own views' rows.
-            lock = " ORDER BY name FOR UPDATE" if self.storage.dialect == "postgresql" else ""
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks}){lock}",
-                          self._names)
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks})"
+                          f"{self._lock_rows}", self._names)
             at = {r["name"]: r["position"] for r in rows}
             for view in self.views:
-                pos = at.get(view.name, 0)
+                pos = at.get(view.name)
+                if pos is None:
+                    continue  # being folded by another process now (skip_busy_views)
                 todo = [f for f in facts if f.position > pos] if facts[0].position <= pos else facts
                 if not todo:
                     continue
@@ -129,6 +133,14 @@ class Projector:
                            [last, view.name, pos])
                 if tx.rowcount() != 1:
                     raise StaleViewError(f"view {view.name} moved on under this batch")
+
+    def skip_busy_views(self) -> None:
+        """Several processes keeping the same views: one that finds a view being folded by
+        another goes on to the next instead of waiting (PostgreSQL's SKIP LOCKED); the other
+        folds it to the log's head as it read it, and what is appended after is folded at the
+        next turn of whichever process is free. (SQLite has one writer at a time anyway.)"""
+        if self._lock_rows:
+            self._lock_rows += " SKIP LOCKED"
 
     def rebuild(self, progress: Callable[[int], None] | None = None, workers: int = 1) -> int:
         """Drop every view and build it again from the first event of the log; with
