@@ -100,7 +100,7 @@ class Sampler(threading.Thread):
 
 
 def run_p(pg: str, bootstrap: str, topic: str, p: int, batch: int, expect: int, keep: bool,
-          followers: str = "share") -> dict:
+          followers: str = "any") -> dict:
     from closedloop.engine import Engine
 
     schema = f"scaleout_{uuid.uuid4().hex[:8]}_p{p}"
@@ -162,9 +162,10 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL",
                                                              "postgresql://postgres@127.0.0.1:5432/test").split("?")[0])
     parser.add_argument("--keep-schemas", action="store_true")
-    parser.add_argument("--followers", choices=["share", "any", "all"], default="share",
-                        help="consume --followers: each member keeps its share of the views and reactors "
-                        "(default), or every member keeps all of them")
+    parser.add_argument("--followers", choices=["any", "share", "all"], default="any",
+                        help="consume --followers: every member keeps every view and reactor, passing over "
+                        "busy ones (any, the default); each its share of them (share); every member all of "
+                        "them, queueing (all)")
     args = parser.parse_args()
     ps = [int(x) for x in args.processes.split(",")]
 
@@ -221,10 +222,11 @@ def main() -> None:
     print("  - each member appends its own partitions' events; the log's append lock (positions in commit")
     print("    order) is held only from the first insert to the commit, not while a batch is encoded or a")
     print("    reactor decides;")
-    print("  - with --followers share, member k of P keeps only its share of the views and reactors current")
-    print("    (split by weight), following the whole log: the P members fold and decide in parallel;")
-    print("    with --followers all, every member works on every view and reactor, one at a time under")
-    print("    their position rows (FOR UPDATE): the 'closedloop_positions' waits above;")
+    print("  - with --followers any, every member keeps every view and reactor and passes over those another")
+    print("    member holds at the moment (FOR UPDATE SKIP LOCKED on their position rows): whoever is free")
+    print("    folds or decides next, so no member waits for another's share and none is left behind;")
+    print("    with --followers share, member k of P keeps only its share (split by weight), and the member")
+    print("    holding the loop view finishes last; with --followers all, members queue for each view;")
     print("  - on 2 cores, P consumers, PostgreSQL's backends and the broker compete for the same CPUs: the")
     print("    consumers' CPU in cores above is the share of the machine they got.")
 

@@ -732,12 +732,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a topic to read (repeatable; default closedloop.events)")
     p.add_argument("--member", default="1/1",
                    help="k/n: this process takes the partitions p with p %% n == k-1 (default 1/1: all)")
-    p.add_argument("--followers", choices=["share", "any", "all"], default="share",
-                   help="share (default): member k of n keeps its share of the views and reactors current, so "
-                   "n members follow the log in parallel and together cover all; any: every member keeps every "
-                   "view and reactor, and passes over those another member is working on (PostgreSQL), so "
-                   "whoever is free does the next piece; all: every member keeps every view and reactor, "
-                   "queueing for each other")
+    p.add_argument("--followers", choices=["any", "share", "all"], default="any",
+                   help="any (default): every member keeps every view and reactor current, passing over those "
+                   "another member is working on at the moment (PostgreSQL), so whoever is free does the next "
+                   "piece; share: member k of n keeps only its share of them (split by weight); all: every "
+                   "member keeps every view and reactor, queueing for each other")
     p.add_argument("--dlq-topic", default="closedloop.events.dlq", help="where poison messages go")
     p.add_argument("--no-dlq", action="store_true", help="quarantine poison messages only")
     p.add_argument("--batch", type=int, default=10_000, help="messages per transaction at most")
