@@ -55,7 +55,6 @@ class Reactions:
         # second waits for the first and then sees where it left off (SQLite's writer lock
         # already does this)
         self._lock_rows = " FOR UPDATE" if log.storage.dialect == "postgresql" else ""
-        self.skip_busy = False  # see `skip_busy_reactors`
         self._names = [r.name for r in self.reactors]
         self._marks = ",".join("?" * len(self._names)) or "NULL"
         # the decisions the last `run` or `tick` appended: the views take them without reading them
@@ -119,7 +118,6 @@ class Reactions:
         next turn of whichever process is free. (SQLite has one writer at a time anyway.)"""
         if self._lock_rows:
             self._lock_rows = " FOR UPDATE SKIP LOCKED"
-            self.skip_busy = True
 
     def _react_together(self, reactors: list[Reactor], fresh: list[Fact],
                         decided: list[Fact] | None) -> tuple[int, set[str]]:
@@ -146,11 +144,11 @@ class Reactions:
             rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} WHERE name IN ({self._marks}) "
                           f"ORDER BY name{self._lock_rows}", self._names)
             at = {r["name"]: (r["position"], r["quiet_until"]) for r in rows}
-            # (with skip_busy, the reactors another process is answering now are not in `at`)
+            # (after skip_busy_reactors, the reactors another process is answering now are not in `at`)
             mine = [r for r in reactors if r.name in at]
             if not mine or any(at[r.name][0] != positions[r.name] for r in mine):
                 raise _MovedOn  # another process answered some of these: take the careful path
-            taken.extend(r.name for r in mine)
+            taken[:] = [r.name for r in mine]  # (a retried transaction takes them anew)
             in_hand = list(window)
             stored_all: list[Fact] = []
             for reactor in mine:
@@ -178,7 +176,7 @@ class Reactions:
 
     def _react(self, reactor: Reactor, facts: list[Fact], decided: list[Fact] | None = None) -> int | None:
         """`reactor` answers what it has not seen of `facts`; None when another process is
-        answering it now (only with skip_busy)."""
+        answering it now (only after skip_busy_reactors)."""
         def work(session: AppendSession) -> list[Fact] | None:
             tx = session.tx
             row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?{self._lock_rows}",
