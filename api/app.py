@@ -16,10 +16,10 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from closedloop import chain
-from closedloop.access import RateLimiter
+from closedloop.log import chain
+from closedloop.app.access import RateLimiter
 from closedloop.domain.policy import parse_duration
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 from . import audit, dashboard, events, kafka, loop, network, observe, operations, quality
 from .common import JSON
@@ -27,7 +27,7 @@ from .security import authenticate, require
 
 log = logging.getLogger("closedloop.api")
 
-# each router with the permission its routes need (see closedloop/access.py for the roles)
+# each router with the permission its routes need (see app/access.py for the roles)
 ROUTERS = (
     (events.router, "append"),
     (loop.router, "read"),
@@ -41,7 +41,7 @@ ROUTERS = (
 
 
 def _event_schemas() -> dict[str, Any]:
-    from closedloop.contract import _ADAPTER
+    from closedloop.contract.events import _ADAPTER
 
     return _ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
 

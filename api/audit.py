@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from closedloop import chain
+from closedloop.log import chain
 from closedloop.domain.facts import iso
 
 from .common import EngineDep

@@ -11,8 +11,8 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from closedloop.domain.facts import to_ms
-from closedloop.engine import Engine, Submitted
-from closedloop.storage import Storage
+from closedloop.app.engine import Engine, Submitted
+from closedloop.log.storage import Storage
 
 import os
 
@@ -56,7 +56,7 @@ def views_known_at(engine: Engine, at: int, known_at: datetime | None) -> Iterat
     if known_at is None:
         yield engine.storage
         return
-    from closedloop.replay import scratch_views
+    from closedloop.app.replay import scratch_views
 
     with scratch_views(engine.log, engine.policy, known_at=moment_ms(known_at, at), views=engine.views) as scratch:
         yield scratch

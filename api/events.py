@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from closedloop.contract import from_binary
-from closedloop.engine import Engine
+from closedloop.contract.events import from_binary
+from closedloop.app.engine import Engine
 
 from .common import BATCH, MAX_BATCH_EVENTS, STRUCTURED, EngineDep, parse_json, read_body, submitted
 from .security import check_rate, check_sources

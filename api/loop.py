@@ -8,7 +8,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from closedloop.access import redact
+from closedloop.app.access import redact
 
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view

@@ -20,9 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from closedloop import logs
-from closedloop.engine import Engine
-from closedloop.metrics import Metrics
+from closedloop.app import logs
+from closedloop.app.engine import Engine
+from closedloop.api.metrics import Metrics
 
 from .common import JSON
 

@@ -7,7 +7,7 @@ from typing import Annotated, Callable
 
 from fastapi import Depends, HTTPException, Request
 
-from closedloop.access import PERMISSIONS, Principal
+from closedloop.app.access import PERMISSIONS, Principal
 
 # when authentication is switched off (CLOSEDLOOP_AUTH=off), every caller is this one
 UNAUTHENTICATED_ADMIN = Principal("anonymous", "admin", ("",), None, PERMISSIONS["admin"])

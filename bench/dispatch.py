@@ -33,8 +33,8 @@ from pathlib import Path
 
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.network import Candidate, DispatchPolicy, Outlet, Staff, choose
-from closedloop.engine import Engine
-from closedloop.network import NetworkConfig
+from closedloop.app.engine import Engine
+from closedloop.reactors.network import NetworkConfig
 
 OUTLETS, REGIONS, CENTERS, SPECIALIZED = 13_085, 2_000, 36, 380
 LINES = ("refrigerator", "washer", "air_conditioner", "water_heater", "tv")

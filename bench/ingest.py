@@ -33,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 EVENTS_PER_CALL = 7.0  # about what the workload yields; the generator is asked for enough
 
@@ -115,7 +115,7 @@ def raw_baseline_postgres(batches: list[bytes], url: str) -> float:
 
 def engine_over_http(batches: list[bytes], url: str, synchronous: str,
                      auto_dispatch: bool = False) -> tuple[float, list[float], int]:
-    from closedloop.engine import Engine
+    from closedloop.app.engine import Engine
 
     port = free_port()
     env = {**os.environ, "CLOSEDLOOP_SQLITE_SYNCHRONOUS": synchronous, "CLOSEDLOOP_LOG_LEVEL": "WARNING"}

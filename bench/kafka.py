@@ -79,7 +79,7 @@ def engine_consume(bootstrap: str, topic: str, url: str, synchronous: str) -> tu
 
 def profile(bootstrap: str, topic: str, db: Path, limit: int) -> str:
     from closedloop.consumers.kafka_consumer import KafkaIngest
-    from closedloop.engine import Engine
+    from closedloop.app.engine import Engine
 
     engine = Engine.open(f"sqlite:///{db}")
     ingest = KafkaIngest(engine, [bootstrap], [topic], dlq_topic=None)

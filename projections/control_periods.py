@@ -16,7 +16,7 @@ from typing import Any
 
 from closedloop.domain.facts import iso
 from closedloop.domain.quality import DAY_MS, bucket_of, period_range, previous_bucket
-from closedloop.storage import Storage
+from closedloop.log.storage import Storage
 
 from .controls import GROUPS, MEASURES, _controls, _rates
 from .loop import ITEMS, SPANS

@@ -26,7 +26,7 @@ import orjson
 
 from closedloop.domain.facts import iso
 from closedloop.domain.quality import QualityPolicy
-from closedloop.storage import Storage
+from closedloop.log.storage import Storage
 
 from .quality import SERVICES, SHIPMENTS
 

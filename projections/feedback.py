@@ -27,7 +27,7 @@ import orjson
 from closedloop.domain.facts import Fact, iso, parse_ms
 from closedloop.domain.feedback import OWING, FeedbackItem
 from closedloop.domain.policy import LoopPolicy
-from closedloop.storage import Storage, Tx
+from closedloop.log.storage import Storage, Tx
 
 SCHEMA_VERSION = "feedback-2"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from closedloop.domain.facts import iso
 from closedloop.domain.loop import STAGES
-from closedloop.storage import Storage
+from closedloop.log.storage import Storage
 
 from .loop import COUNTS, ITEMS, SPANS
 from .loop_totals import OPEN_TOTALS, key

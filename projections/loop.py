@@ -20,7 +20,7 @@ import orjson
 from closedloop.domain.facts import STREAM_KIND, Fact
 from closedloop.domain.loop import Assessment, CaseFile, Span, assess, call_spans, feedback_spans, lite
 from closedloop.domain.policy import LoopPolicy
-from closedloop.storage import Tx
+from closedloop.log.storage import Tx
 
 from . import loop_totals
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
-from closedloop.storage import Tx
+from closedloop.log.storage import Tx
 
 OPEN_TOTALS = "loop_open_totals"
 CONTROL_DAYS = "loop_control_days"

@@ -26,7 +26,7 @@ import orjson
 from closedloop.domain.facts import Fact
 from closedloop.domain.network import DISPATCH_FACTS, DispatchPolicy, dispatch_entry, walk_dispatch
 from closedloop.domain.parts import PART_FACTS, part_entry, walk_request
-from closedloop.storage import Tx
+from closedloop.log.storage import Tx
 
 SCHEMA_VERSION = "network-1"
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from closedloop.domain.facts import iso
 from closedloop.domain.network import Candidate, DispatchPolicy, Outlet, Staff, capacity_today
 from closedloop.domain.permit import PermitRules
-from closedloop.storage import Storage, Tx
+from closedloop.log.storage import Storage, Tx
 
 from .network import ALARMS, ASSIGNMENTS, OUTLETS, PERMIT, TECHNICIANS, packed
 

@@ -22,7 +22,7 @@ import orjson
 
 from closedloop.domain.facts import Fact
 from closedloop.domain.quality import SERVICE_FACTS, period_range, service_lite, service_record
-from closedloop.storage import Tx
+from closedloop.log.storage import Tx
 
 SCHEMA_VERSION = "quality-1"
 

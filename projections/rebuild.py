@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from closedloop.storage import SQLiteStorage, Storage
+from closedloop.log.storage import SQLiteStorage, Storage
 
 # what a view costs to fold relative to the others (measured on the demo's mix): the
 # planner puts the heavy ones alone so that the workers finish together
@@ -135,9 +135,9 @@ def _watch(workers: list[Any], messages: Any, progress: Callable[[int], None] | 
 def _fold(url: str, views: list[Any], scratch: str | None, upto: int, batch_size: int, messages: Any,
           index: int) -> None:
     # imported here: a spawned worker starts from a fresh interpreter
-    from closedloop.eventlog import EventLog
+    from closedloop.log.eventlog import EventLog
     from closedloop.projections.runner import Projector, rebuilding
-    from closedloop.storage import open_storage
+    from closedloop.log.storage import open_storage
 
     try:
         log_storage = open_storage(url)

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from closedloop.domain.facts import Fact
-from closedloop.eventlog import EventLog
-from closedloop.storage import Storage, Tx
+from closedloop.log.eventlog import EventLog
+from closedloop.log.storage import Storage, Tx
 
 POSITIONS_TABLE = "closedloop_positions"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from closedloop.domain.facts import iso
 from closedloop.domain.quality import QualityPolicy, money
-from closedloop.storage import Storage
+from closedloop.log.storage import Storage
 
 from .quality import OUTLETS, PENALTIES, SERVICES, SHARES
 

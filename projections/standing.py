@@ -9,7 +9,7 @@ import orjson
 from closedloop.domain.facts import iso, stream_id
 from closedloop.domain.loop import STAGES, CaseFile, assess
 from closedloop.domain.policy import LoopPolicy
-from closedloop.eventlog import EventLog
+from closedloop.log.eventlog import EventLog
 
 from .loop import ITEMS
 

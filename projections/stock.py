@@ -13,7 +13,7 @@ import orjson
 
 from closedloop.domain.facts import iso
 from closedloop.domain.parts import OPEN, walk_request
-from closedloop.storage import Storage
+from closedloop.log.storage import Storage
 
 from .network import REQUESTS, STOCK, WAREHOUSES
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from closedloop.domain.policy import LoopPolicy
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 PG_URL = os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

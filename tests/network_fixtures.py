@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from closedloop.domain.facts import Fact, parse_ms
-from closedloop.engine import Engine
-from closedloop.network import network_reactors
-from closedloop.network import NetworkConfig
+from closedloop.app.engine import Engine
+from closedloop.reactors.network import network_reactors
+from closedloop.reactors.network import NetworkConfig
 
 from conftest import event, registration
 

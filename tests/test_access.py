@@ -6,9 +6,9 @@ from __future__ import annotations
 import orjson
 from fastapi.testclient import TestClient
 
-from closedloop.access import KEYS_TABLE
+from closedloop.app.access import KEYS_TABLE
 from closedloop.api.app import create_app
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 from conftest import client_for, event, registration
 from test_ingest import CALL, REG

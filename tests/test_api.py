@@ -9,7 +9,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 from conftest import client_for, event, registration
 from test_ingest import ACKED, CALL, CALLBACK, DONE, REG, ROUTED, STORY

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from closedloop.contract import DATA_MODELS, Rejection, from_binary, validate
+from closedloop.contract.events import DATA_MODELS, Rejection, from_binary, validate
 from closedloop.domain.facts import FACT_TYPES, Fact
 
 from conftest import event, registration

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from conftest import client_for
 from closedloop.api.app import create_app
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 from stories import case, complaint
 

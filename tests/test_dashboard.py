@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from closedloop.engine import Engine, feed
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.app.engine import Engine, feed
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 from conftest import IN_CI, event, registration
 

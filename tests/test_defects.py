@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from closedloop.api.app import create_app
 from closedloop.domain.facts import parse_ms
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 from closedloop.projections import defects
 
 from conftest import client_for, event

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from closedloop.domain.facts import iso
 from closedloop.domain.network import DispatchPolicy
-from closedloop.network import NetworkConfig
+from closedloop.reactors.network import NetworkConfig
 
 from conftest import event
 from network_fixtures import at, decisions, ms, network_engine, outlet, register, technician, NETWORK

@@ -9,7 +9,7 @@ import pytest
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.loop import assess
 from closedloop.domain.policy import LoopPolicy, parse_routes
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 from closedloop.projections import feedback as feedback_view
 from closedloop.projections import leaks as leaks_view
 

@@ -10,8 +10,8 @@ import threading
 import psycopg
 import pytest
 
-from closedloop.engine import Engine
-from closedloop.process import POSITIONS_TABLE as REACTOR_POSITIONS
+from closedloop.app.engine import Engine
+from closedloop.reactors.process import POSITIONS_TABLE as REACTOR_POSITIONS
 from closedloop.projections.runner import POSITIONS_TABLE as VIEW_POSITIONS
 from test_process import DispatchEverythingToOneOutlet, dispatches
 

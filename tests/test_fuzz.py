@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from closedloop.api.app import create_app
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 from conftest import event, registration
 

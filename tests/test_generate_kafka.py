@@ -15,7 +15,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 pytestmark = pytest.mark.kafka
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from closedloop.domain.facts import parse_ms
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 from closedloop.projections import leaks as leaks_view
 
 from conftest import event, registration

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from closedloop.consumers import kafka as binding
 from closedloop.consumers.kafka_consumer import KafkaIngest, lag_report, parse_member, stored_offsets
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 from closedloop.projections import leaks as leaks_view
 
 from conftest import event, registration

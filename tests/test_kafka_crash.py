@@ -20,10 +20,10 @@ from kafka import KafkaProducer
 
 from closedloop.consumers import kafka as binding
 from closedloop.consumers.kafka_consumer import lag_report
-from closedloop.engine import Engine
-from closedloop.process import ENGINE_SOURCE
+from closedloop.app.engine import Engine
+from closedloop.reactors.process import ENGINE_SOURCE
 from closedloop.projections import leaks as leaks_view
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from closedloop.consumers import kafka as binding
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 
 from conftest import client_for
 from test_cli import run

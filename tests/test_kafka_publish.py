@@ -13,8 +13,8 @@ from closedloop.consumers import kafka as binding
 from closedloop.consumers.kafka_publisher import POSITIONS_TABLE, KafkaPublisher, Topics, publisher_status
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.policy import LoopPolicy
-from closedloop.engine import Engine
-from closedloop.leak_alerts import LeakAlerts, enabled
+from closedloop.app.engine import Engine
+from closedloop.reactors.leak_alerts import LeakAlerts, enabled
 from closedloop.projections import leaks as leaks_view
 
 from conftest import event, registration

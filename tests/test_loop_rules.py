@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from closedloop.contract import validate
+from closedloop.contract.events import validate
 from closedloop.domain.facts import Fact, parse_ms
 from closedloop.domain.loop import CaseFile, assess, lite
 from closedloop.domain.policy import LoopPolicy, parse_duration

@@ -13,14 +13,14 @@ import pytest
 from closedloop.domain.facts import iso, to_ms
 from closedloop.domain.policy import LoopPolicy
 from closedloop.domain.loop import STAGES
-from closedloop.engine import Engine, feed
+from closedloop.app.engine import Engine, feed
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
 from closedloop.projections.controls import GROUPS, MEASURES, TARGET_PPM, _rates
 from closedloop.projections.loop import COUNTS, ITEMS, SPANS
 from closedloop.projections.loop_totals import CONTROL_DAYS, OPEN_TOTALS, STALE, kept, mark_stale, recount
 from closedloop.projections.runner import rebuilding
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = WorkloadSpec(seed=33, days=6, calls_per_day=120, outlets=10, regions=3, end=END)

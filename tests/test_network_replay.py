@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from closedloop.domain.facts import to_ms
-from closedloop.engine import Engine, feed
-from closedloop.network import NetworkConfig
+from closedloop.app.engine import Engine, feed
+from closedloop.reactors.network import NetworkConfig
 from closedloop.projections import alarms as alarms_view
 from closedloop.projections import outlets as outlets_view
 from closedloop.projections import stock as stock_view
 from closedloop.projections.network import NetworkView
-from closedloop.storage import SQLiteStorage
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.log.storage import SQLiteStorage
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 from conftest import event, registration
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from closedloop.contract import validate
+from closedloop.contract.events import validate
 from closedloop.domain.facts import Fact, parse_ms
 from closedloop.domain.network import (
     Candidate,

@@ -12,9 +12,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from closedloop import logs, metrics
-from closedloop.engine import Engine
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.app import logs
+from closedloop.api import metrics
+from closedloop.app.engine import Engine
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 from conftest import client_for, event
 from test_ingest import STORY
@@ -177,7 +178,7 @@ def test_every_log_line_about_an_event_names_the_event_its_case_and_its_source(e
     assert rejected["quarantine_id"] >= 1 and "data.reached" in rejected["message"]
     recorded = next(line for line in lines if line["message"] == "event recorded")
     assert (recorded["event_id"], recorded["case_id"], recorded["source"]) == (STORY[2]["id"], "CASE-1", "/outlet/OUT-1")
-    access = [line for line in lines if line["logger"] == "closedloop.access"]
+    access = [line for line in lines if line["logger"] == "closedloop.app.access"]
     single = next(line for line in access if line["status"] == 202 and line["path"] == "/events")
     assert single["event_id"] == STORY[2]["id"] and single["case_id"] == "CASE-1"
     assert single["request_id"] == recorded["request_id"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from closedloop.domain.parts import PartsRules
-from closedloop.network import NetworkConfig
+from closedloop.reactors.network import NetworkConfig
 
 from conftest import event
 from network_fixtures import at, decisions, network_engine, register

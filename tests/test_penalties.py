@@ -7,7 +7,7 @@ import pytest
 
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.quality import QualityPolicy, parse_money
-from closedloop.engine import Engine
+from closedloop.app.engine import Engine
 from closedloop.projections.settlement import penalties_by_owner
 
 from conftest import event

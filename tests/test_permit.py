@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from closedloop.domain.permit import PermitRules, PermitRulesError
-from closedloop.network import NetworkConfig
+from closedloop.reactors.network import NetworkConfig
 
 from conftest import event
 from network_fixtures import at, decisions, ms, network_engine, register

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from closedloop.domain.facts import iso, to_ms
-from closedloop.engine import Engine, feed
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.app.engine import Engine, feed
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 from conftest import client_for
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from closedloop.domain.facts import Fact, parse_ms
-from closedloop.engine import Engine
-from closedloop.process import engine_fact
-from closedloop.storage import Tx
+from closedloop.app.engine import Engine
+from closedloop.reactors.process import engine_fact
+from closedloop.log.storage import Tx
 
 from conftest import event, registration
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from conftest import client_for
 from closedloop.api.app import create_app
 from closedloop.domain.facts import parse_ms
-from closedloop.engine import Engine
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.app.engine import Engine
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = WorkloadSpec(seed=17, days=30, calls_per_day=40, outlets=14, regions=4, end=END)

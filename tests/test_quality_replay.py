@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from closedloop.contract import to_cloudevent
+from closedloop.contract.events import to_cloudevent
 from closedloop.domain.facts import to_ms
-from closedloop.engine import Engine, feed
+from closedloop.app.engine import Engine, feed
 from closedloop.projections import defects
 from closedloop.projections import feedback as feedback_view
 from closedloop.projections.control_periods import control_cases
 from closedloop.projections.settlement import penalties_by_owner, statements
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = WorkloadSpec(seed=23, days=12, calls_per_day=40, outlets=10, regions=3, end=END, shipment_months=2)

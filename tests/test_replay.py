@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from closedloop.domain.facts import to_ms
-from closedloop.engine import Engine, feed
+from closedloop.app.engine import Engine, feed
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
 from closedloop.projections.loop import ITEMS, SPANS
-from closedloop.replay import loop_as_of
-from closedloop.workload import WorkloadSpec, generate
+from closedloop.app.replay import loop_as_of
+from closedloop.simulation.workload import WorkloadSpec, generate
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 SPEC = WorkloadSpec(seed=21, days=5, calls_per_day=120, outlets=16, regions=4, end=END)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from closedloop.api.app import create_app
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.quality import QualityPolicy, parse_prices
-from closedloop.engine import Engine, feed
+from closedloop.app.engine import Engine, feed
 from closedloop.projections.settlement import statements
 
 from conftest import client_for, event

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from closedloop.storage import _any_arrays, _bulk_insert, open_storage
+from closedloop.log.storage import _any_arrays, _bulk_insert, open_storage
 
 TABLE = "bulk_probe"
 DDL = (f"CREATE TABLE {TABLE} (k TEXT PRIMARY KEY, n {{bigint}}, note TEXT, body {{blob}}, flag INTEGER, "
@@ -81,7 +81,7 @@ def test_stored_events_get_the_positions_they_are_read_back_at(storage):
     the receipts and the facts handed to the views all trust that order."""
     from eventsourcing.persistence import StoredEvent
 
-    from closedloop.storage import EVENTS_TABLE
+    from closedloop.log.storage import EVENTS_TABLE
 
     # states with what a text encoding must escape: quotes, backslashes, braces, bytes > 127
     given = [StoredEvent(f"case-{i % 7}", i // 7 + 1, f"Type{i % 3}",

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from closedloop import chain
-from closedloop.engine import Engine
-from closedloop.storage import EVENTS_TABLE
+from closedloop.log import chain
+from closedloop.app.engine import Engine
+from closedloop.log.storage import EVENTS_TABLE
 
 from conftest import event, registration
 from test_ingest import STORY

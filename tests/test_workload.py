@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from closedloop.workload import (
+from closedloop.simulation.workload import (
     AMENDABLE_FIELDS,
     DEFAULT_END,
     SCENARIOS,

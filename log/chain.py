@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from eventsourcing.persistence import StoredEvent
 
-from closedloop.storage import EVENTS_TABLE, Storage, Tx
+from closedloop.log.storage import EVENTS_TABLE, Storage, Tx
 
 CHAIN_TABLE = "closedloop_chain"
 CHECKPOINTS_TABLE = "closedloop_checkpoints"

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from closedloop.eventlog import now_ms
-from closedloop.storage import Storage
+from closedloop.log.eventlog import now_ms
+from closedloop.log.storage import Storage
 
 KEYS_TABLE = "closedloop_api_keys"
 ROLES = ("producer", "operator", "analyst", "auditor", "admin")

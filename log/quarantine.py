@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from closedloop.contract import Rejection
+from closedloop.contract.events import Rejection
 from closedloop.domain.facts import iso
-from closedloop.eventlog import now_ms
-from closedloop.storage import Storage, Tx
+from closedloop.log.eventlog import now_ms
+from closedloop.log.storage import Storage, Tx
 
 TABLE = "closedloop_quarantine"
 

@@ -13,8 +13,8 @@ import hashlib
 from typing import Any, Iterable, Iterator, Sequence
 
 from closedloop.domain.facts import Fact
-from closedloop.process import ENGINE_SOURCE, POSITIONS_TABLE
-from closedloop.storage import Tx
+from closedloop.reactors.process import ENGINE_SOURCE, POSITIONS_TABLE
+from closedloop.log.storage import Tx
 
 CHUNK = 400
 

@@ -45,8 +45,8 @@ from closedloop.domain.network import (
     next_deadline,
     walk_dispatch,
 )
-from closedloop.process import engine_fact
-from closedloop.storage import Tx
+from closedloop.reactors.process import engine_fact
+from closedloop.log.storage import Tx
 
 from .reacting import (
     advance_watermark,

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
-from closedloop.eventlog import EventLog, decode
-from closedloop.process import engine_fact
-from closedloop.reactor_state import Documents
-from closedloop.reacting import rows_by
-from closedloop.storage import EVENTS_TABLE, Tx
+from closedloop.log.eventlog import EventLog, decode
+from closedloop.reactors.process import engine_fact
+from closedloop.reactors.state import Documents
+from closedloop.reactors.reacting import rows_by
+from closedloop.log.storage import EVENTS_TABLE, Tx
 
 _PRODUCT_FIELDS = ("model", "product_line", "production_batch", "plant")
 

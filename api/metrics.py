@@ -26,11 +26,11 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from closedloop.contract import DATA_MODELS
+from closedloop.contract.events import DATA_MODELS
 
 if TYPE_CHECKING:
-    from closedloop.engine import Engine, Submitted
-    from closedloop.eventlog import Appended
+    from closedloop.app.engine import Engine, Submitted
+    from closedloop.log.eventlog import Appended
 
 log = logging.getLogger("closedloop.metrics")
 

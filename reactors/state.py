@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from closedloop.storage import Tx
+from closedloop.log.storage import Tx
 
 
 class Documents:

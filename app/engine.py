@@ -11,21 +11,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from closedloop.access import KeyStore
-from closedloop import leak_alerts
-from closedloop.contract import Rejection, to_cloudevent, validate
+from closedloop.app.access import KeyStore
+from closedloop.reactors import leak_alerts
+from closedloop.contract.events import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
 from closedloop.domain.quality import QualityPolicy
-from closedloop.eventlog import Appended, EventLog, now_ms
-from closedloop.logs import log_submission
-from closedloop.network import NetworkConfig, network_reactors
+from closedloop.log.eventlog import Appended, EventLog, now_ms
+from closedloop.app.logs import log_submission
+from closedloop.reactors.network import NetworkConfig, network_reactors
 from closedloop.projections.loop import LoopView
 from closedloop.projections.network import NetworkView
-from closedloop.process import Reactions, Reactor
+from closedloop.reactors.process import Reactions, Reactor
 from closedloop.projections.runner import Projector, View
-from closedloop.quarantine import Quarantine
-from closedloop.storage import Storage, Tx, open_storage
+from closedloop.log.quarantine import Quarantine
+from closedloop.log.storage import Storage, Tx, open_storage
 
 
 @dataclass
@@ -212,8 +212,8 @@ def quality_reactors(policy: LoopPolicy, quality: QualityPolicy, log: EventLog) 
     CLOSEDLOOP_AUTO_PENALTIES=off (when another system decides them and sends the events)."""
     import os
 
-    from closedloop.penalties import PenaltyReactor
-    from closedloop.routing import FeedbackRouter
+    from closedloop.reactors.penalties import PenaltyReactor
+    from closedloop.reactors.routing import FeedbackRouter
 
     out: list[Reactor] = []
     if os.environ.get("CLOSEDLOOP_AUTO_ROUTING", "on").lower() not in ("off", "0", "false", "no"):

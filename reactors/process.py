@@ -20,8 +20,8 @@ from operator import attrgetter
 from typing import Iterable, Protocol, Sequence
 
 from closedloop.domain.facts import Fact
-from closedloop.eventlog import AppendSession, EventLog
-from closedloop.storage import Tx
+from closedloop.log.eventlog import AppendSession, EventLog
+from closedloop.log.storage import Tx
 
 POSITIONS_TABLE = "closedloop_reactor_positions"
 ENGINE_SOURCE = "/closedloop/engine"
@@ -251,7 +251,7 @@ def _answer(session: AppendSession, reactor: Reactor, todo: list[Fact], quiet_un
 
 def _check(reactor: Reactor, decisions: Sequence[Fact]) -> None:
     """The engine speaks the contract too: a decision that breaks it is a bug, not data."""
-    from closedloop.contract import Rejection, to_cloudevent, validate
+    from closedloop.contract.events import Rejection, to_cloudevent, validate
 
     for fact in decisions:
         outcome = validate(to_cloudevent(fact))

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import orjson
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from closedloop import chain
+from closedloop.log import chain
 from closedloop.domain.facts import Fact, stored_fact
-from closedloop.storage import EVENTS_TABLE, Storage, Tx
+from closedloop.log.storage import EVENTS_TABLE, Storage, Tx
 
 RECEIPTS_TABLE = "closedloop_receipts"
 _CHUNK = 400

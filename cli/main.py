@@ -36,8 +36,8 @@ def _progress(total: int | None, desc: str):
 
 def _engine(args: argparse.Namespace, auto_dispatch: bool = False, share: tuple[int, int] = (1, 1)):
     """The engine; automatic dispatch as the flag, else the environment, else `auto_dispatch` says."""
-    from closedloop.engine import Engine
-    from closedloop.network import NetworkConfig
+    from closedloop.app.engine import Engine
+    from closedloop.reactors.network import NetworkConfig
 
     network = NetworkConfig.from_env(auto_dispatch=auto_dispatch)
     if getattr(args, "auto_dispatch", None) is not None:
@@ -55,14 +55,14 @@ def _serve(engine, host: str, port: int):
 
     from closedloop.api.app import create_app
 
-    # log_config=None: uvicorn's lines go through the handler `closedloop.logs` configured
+    # log_config=None: uvicorn's lines go through the handler `closedloop.app.logs` configured
     config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning", access_log=False,
                             log_config=None)
     return uvicorn.Server(config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from closedloop import logs
+    from closedloop.app import logs
 
     logs.configure(args.log_format, args.log_level)
     engine = _engine(args, auto_dispatch=True)
@@ -130,13 +130,13 @@ DEMO_KEYS = (
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from closedloop.workload import WorkloadSpec, generate
+    from closedloop.simulation.workload import WorkloadSpec, generate
 
     url = args.database or "sqlite:///data/demo.db"
     if url.startswith("sqlite:///") and not args.database:
         for suffix in ("", "-wal", "-shm"):
             Path(f"data/demo.db{suffix}").unlink(missing_ok=True)
-    from closedloop import logs
+    from closedloop.app import logs
 
     logs.configure(os.environ.get("CLOSEDLOOP_LOG_FORMAT", "text"), os.environ.get("CLOSEDLOOP_LOG_LEVEL", "WARNING"))
     args.database = url
@@ -285,9 +285,9 @@ def _network_report(engine) -> None:
 
 # --- replay --------------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from closedloop.engine import Engine
+    from closedloop.app.engine import Engine
     from closedloop.projections import leaks as leaks_view
-    from closedloop.replay import loop_as_of
+    from closedloop.app.replay import loop_as_of
 
     engine: Engine = _engine(args)
     try:
@@ -319,7 +319,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # --- ingest, generate, status ----------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace) -> int:
     from closedloop.consumers.files import read_events
-    from closedloop.engine import feed
+    from closedloop.app.engine import feed
 
     engine = _engine(args)
     try:
@@ -346,7 +346,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from closedloop.workload import WorkloadSpec, generate
+    from closedloop.simulation.workload import WorkloadSpec, generate
 
     spec = WorkloadSpec(seed=args.seed, days=args.days, calls_per_day=args.calls_per_day,
                         outlets=args.outlets, regions=args.regions, end=args.end)
@@ -375,7 +375,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _generate_to_kafka(args: argparse.Namespace, spec, output: str | None) -> int:
     """The same events, in the same order, to a topic (and to `output` too when given)."""
     from closedloop.consumers import kafka as binding
-    from closedloop.workload import generate
+    from closedloop.simulation.workload import generate
 
     bootstrap = binding.bootstrap_servers(args.bootstrap)
     binding.ensure_topics(bootstrap, [args.kafka_topic], binding.topic_partitions(args.partitions))
@@ -418,7 +418,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from closedloop import chain
+    from closedloop.log import chain
 
     engine = _engine(args)
     try:
@@ -441,7 +441,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from closedloop import chain
+    from closedloop.log import chain
 
     engine = _engine(args)
     try:
@@ -771,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the user's language, not a traceback
-        from closedloop.storage import ConfigurationError
+        from closedloop.log.storage import ConfigurationError
 
         if isinstance(exc, ConfigurationError) or os.environ.get("CLOSEDLOOP_DEBUG") != "1":
             print(f"closedloop {args.command}: {exc}", file=sys.stderr)

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact, iso
 from closedloop.domain.policy import LoopPolicy
-from closedloop.process import engine_fact
+from closedloop.reactors.process import engine_fact
 from closedloop.projections.loop import FEEDBACK, SPANS
-from closedloop.storage import Tx
+from closedloop.log.storage import Tx
 
 WATCH = "leak_watch"
 DIRTY = "leak_dirty"

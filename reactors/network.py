@@ -51,9 +51,9 @@ class NetworkConfig:
 
 
 def network_reactors(config: NetworkConfig) -> list[Any]:
-    from closedloop.dispatcher import Dispatcher
-    from closedloop.parts_approver import PartsApprover
-    from closedloop.permit_keeper import PermitKeeper
+    from closedloop.reactors.dispatcher import Dispatcher
+    from closedloop.reactors.parts_approver import PartsApprover
+    from closedloop.reactors.permit_keeper import PermitKeeper
 
     return [PermitKeeper(config.permit, config.dispatch.behind), PartsApprover(config.parts),
             Dispatcher(config.dispatch)]

@@ -28,8 +28,8 @@ from closedloop.domain.parts import (
     part_entry,
     walk_request,
 )
-from closedloop.process import engine_fact
-from closedloop.storage import Tx
+from closedloop.reactors.process import engine_fact
+from closedloop.log.storage import Tx
 
 from .reacting import digest, replaying, rows_by, source_of
 

@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from closedloop.domain.policy import LoopPolicy
-from closedloop.eventlog import EventLog
+from closedloop.log.eventlog import EventLog
 from closedloop.projections import controls as controls_view
 from closedloop.projections import leaks as leaks_view
 from closedloop.projections.loop import LoopView
 from closedloop.projections.runner import View
-from closedloop.storage import SQLiteStorage, Storage
+from closedloop.log.storage import SQLiteStorage, Storage
 
 
 @contextmanager

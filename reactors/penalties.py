@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.domain.quality import QualityPolicy
-from closedloop.eventlog import EventLog
-from closedloop.process import engine_fact
-from closedloop.reactor_state import Documents
-from closedloop.storage import Tx
+from closedloop.log.eventlog import EventLog
+from closedloop.reactors.process import engine_fact
+from closedloop.reactors.state import Documents
+from closedloop.log.storage import Tx
 
 
 PENDING = "pending"  # complaints resolved whose people are not all known yet

@@ -28,8 +28,8 @@ from closedloop.domain.permit import (
     repeat_violation,
     violations,
 )
-from closedloop.process import engine_fact
-from closedloop.storage import Tx
+from closedloop.reactors.process import engine_fact
+from closedloop.log.storage import Tx
 
 from .reacting import advance_watermark, digest, horizon, replaying, rows_by, source_of, watermark_table
 
@@ -48,7 +48,7 @@ class PermitKeeper:
 
     def __init__(self, rules: PermitRules, behind: int = 3_600_000) -> None:
         self.rules = rules
-        self.behind = behind  # see `closedloop.reacting.horizon`
+        self.behind = behind  # see `closedloop.reactors.reacting.horizon`
         self.source = source_of(NAME)
 
     def fingerprint(self) -> str:

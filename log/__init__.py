@@ -1,0 +1,1 @@
+"""The log: storage, the append with its receipts, the hash chain and the quarantine of rejected events."""

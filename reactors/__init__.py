@@ -1,0 +1,1 @@
+"""The engine's own decisions: each reactor follows the log and records what it decides as facts."""
