@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from contextlib import contextmanager
 from typing import Annotated, Any, Iterator
 
 import orjson
 from fastapi import Depends, HTTPException, Query, Request
-from fastapi.responses import Response
+from pydantic import BeforeValidator, WithJsonSchema
+from fastapi.responses import JSONResponse, Response
 
 from closedloop.domain.facts import to_ms
 from closedloop.app.engine import Engine, Submitted
 from closedloop.log.storage import Storage
 
-import os
-
-# a request larger than this is refused before it is read whole (CLOSEDLOOP_MAX_BODY_MB)
-MAX_BODY_BYTES = int(float(os.environ.get("CLOSEDLOOP_MAX_BODY_MB", "64")) * 1024 * 1024)
-MAX_BATCH_EVENTS = int(os.environ.get("CLOSEDLOOP_MAX_BATCH_EVENTS", "50000"))
+# a request larger than this is refused before it is read whole; create_app sets the app's
+# limits from the settings (CLOSEDLOOP_MAX_BODY_MB, CLOSEDLOOP_MAX_BATCH_EVENTS), these are the defaults
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BATCH_EVENTS = 50_000
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
@@ -29,19 +30,41 @@ def get_engine(request: Request) -> Engine:
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
+# A moment as the routes take it: an RFC 3339 date-time, its offset optional (none means UTC),
+# or a date (its midnight). Not a number: pydantic would read one as a Unix time.
+MOMENT_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                  r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$")
+
+
+def _moment(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(MOMENT_PATTERN, value):
+        raise ValueError("not an RFC 3339 date-time (e.g. 2026-10-30T08:15:00Z) / 不是 RFC 3339 时间")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_moment),
+                   WithJsonSchema({"type": "string", "pattern": MOMENT_PATTERN, "examples": ["2026-10-30T08:15:00Z"]})]
+
 AsOf = Annotated[
-    datetime | None,
-    Query(description="The world as it stood at this moment (RFC 3339; no offset means UTC); default: now. "
+    Moment | None,
+    Query(description="The world as it stood at this moment (RFC 3339; no offset means UTC; a date means "
+          "its midnight); default: now. "
           "Only events whose time is not after it count, and deadlines are judged at it."),
 ]
+# how far into a list a page may start: beyond any view's rows, and far from the 64-bit
+# integers the databases hold (a larger offset was a server error)
+MAX_OFFSET = 1_000_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many items to skip")]
+
 KnownAt = Annotated[
-    datetime | None,
+    Moment | None,
     Query(description="Only what the engine had recorded by this moment (audits: what did we know then)."),
 ]
 
 
-class JSON(Response):
-    """JSON rendered by orjson: the views answer with many small objects."""
+class JSON(JSONResponse):
+    """JSON rendered by orjson: the views answer with many small objects. A JSONResponse, so
+    that the OpenAPI document gives the routes' answers their JSON schemas."""
 
     media_type = "application/json"
 
@@ -80,9 +103,18 @@ def submitted(result: Submitted, single: bool) -> Response:
     return JSON(body, status_code=202 if result.accepted else 200)
 
 
-def parse_json(raw: bytes) -> Any:
-    if len(raw) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"body of {len(raw)} bytes is over the limit of {MAX_BODY_BYTES}")
+def body_limit(request: Request) -> int:
+    return getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+
+
+def batch_limit(request: Request) -> int:
+    return getattr(request.app.state, "max_batch_events", MAX_BATCH_EVENTS)
+
+
+def parse_json(raw: bytes, limit: int | None = None) -> Any:
+    """`raw` as JSON; over `limit` bytes (None: no limit here, `read_body` already held to it): 413."""
+    if limit is not None and len(raw) > limit:
+        raise HTTPException(413, f"body of {len(raw)} bytes is over the limit of {limit}")
     if not raw.strip():
         raise HTTPException(400, "the body is empty: send a CloudEvent as JSON")
     try:
@@ -94,13 +126,14 @@ def parse_json(raw: bytes) -> Any:
 async def read_body(request: Request) -> bytes:
     """The body, read in chunks and refused as soon as it grows past the limit (a client
     that lies about its length, or sends chunked, cannot make a worker buffer gigabytes)."""
+    limit = body_limit(request)
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"body of {declared} bytes is over the limit of {MAX_BODY_BYTES}")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body is over the limit of {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise HTTPException(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)

@@ -15,14 +15,17 @@ from closedloop.projections import leaks as leaks_view
 from closedloop.domain.facts import iso
 from closedloop.projections.standing import case_standing
 
-from .common import AsOf, EngineDep, KnownAt, moment_ms, views_known_at
+from .common import AsOf, EngineDep, KnownAt, Moment, Offset, moment_ms, views_known_at
+from .schemas import (CasePublic, ControlCasesPublic, ControlsPublic, LeaksPublic, LoopSummaryPublic, PublicRoute,
+                      errors)
 
-router = APIRouter()
+router = APIRouter(route_class=PublicRoute)
 
 
-@router.get("/cases/{case_id}", tags=["loop"])
+@router.get("/cases/{case_id}", tags=["loop"], response_model=CasePublic,
+            responses=errors(404, 422, e404="No case of that id has been recorded"))
 def get_case(engine: EngineDep, request: Request, case_id: Annotated[str, Path(min_length=1)],
-             as_of: AsOf = None, known_at: KnownAt = None) -> Any:
+             as_of: AsOf = None, known_at: KnownAt = None) -> dict[str, Any]:
     """The case's timeline and where it stands at each of the four steps, with its owner.
 
     Customers' personal data is shown only to keys allowed to see it (auditors)."""
@@ -37,15 +40,15 @@ def get_case(engine: EngineDep, request: Request, case_id: Annotated[str, Path(m
     return found
 
 
-@router.get("/loop/summary", tags=["loop"])
-def loop_summary(engine: EngineDep, as_of: AsOf = None, known_at: KnownAt = None) -> Any:
+@router.get("/loop/summary", tags=["loop"], response_model=LoopSummaryPublic, responses=errors(422))
+def loop_summary(engine: EngineDep, as_of: AsOf = None, known_at: KnownAt = None) -> dict[str, Any]:
     """How many cases there are, and how many are open and overdue (leaked) at each step."""
     at = moment_ms(as_of, engine.clock())
     with views_known_at(engine, at, known_at) as storage:
         return leaks_view.summary(storage, at) | _known(known_at, at)
 
 
-@router.get("/loop/leaks", tags=["loop"])
+@router.get("/loop/leaks", tags=["loop"], response_model=LeaksPublic, responses=errors(422))
 def loop_leaks(
     engine: EngineDep,
     as_of: AsOf = None,
@@ -54,9 +57,9 @@ def loop_leaks(
     outlet_id: str | None = None,
     owner: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     known_at: KnownAt = None,
-) -> Any:
+) -> dict[str, Any]:
     """Steps overdue at the moment asked about: which case, which step, due when, owned by whom."""
     flt = leaks_view.LeakFilter(stage, region, outlet_id, owner)
     at = moment_ms(as_of, engine.clock())
@@ -64,12 +67,12 @@ def loop_leaks(
         return leaks_view.leaks(storage, at, flt, limit, offset) | _known(known_at, at)
 
 
-@router.get("/controls", tags=["controls"])
+@router.get("/controls", tags=["controls"], response_model=ControlsPublic, responses=errors(422))
 def get_controls(
     engine: EngineDep,
-    from_: Annotated[datetime | None, Query(alias="from", description="Start of the period "
+    from_: Annotated[Moment | None, Query(alias="from", description="Start of the period "
                                             "(default: 30 days before `to`)")] = None,
-    to: Annotated[datetime | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
+    to: Annotated[Moment | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
     as_of: AsOf = None,
     by: Literal["region", "outlet", "product_line", "technician"] | None = None,
     period: Annotated[Literal["day", "week", "month"] | None,
@@ -77,7 +80,7 @@ def get_controls(
     compare: Annotated[bool, Query(description="also how each rate moved from the window just before")] = False,
     cases: Annotated[bool, Query(description="list the services behind each count")] = False,
     known_at: KnownAt = None,
-) -> Any:
+) -> dict[str, Any]:
     """Complaint, dissatisfaction and omission rates in PPM against the 10 PPM target."""
     at, start, end = _window(engine, as_of, from_, to)
     if period == "day" and end - start > 400 * 24 * 3_600_000:
@@ -102,21 +105,21 @@ def _known(known_at: datetime | None, at: int) -> dict[str, Any]:
     return {"known_at": iso(moment_ms(known_at, at))} if known_at is not None else {}
 
 
-@router.get("/controls/cases", tags=["controls"])
+@router.get("/controls/cases", tags=["controls"], response_model=ControlCasesPublic, responses=errors(422))
 def get_control_cases(
     engine: EngineDep,
     measure: Literal["complaint", "dissatisfaction", "omission"],
-    from_: Annotated[datetime | None, Query(alias="from", description="Start of the period "
+    from_: Annotated[Moment | None, Query(alias="from", description="Start of the period "
                                             "(default: 30 days before `to`)")] = None,
-    to: Annotated[datetime | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
+    to: Annotated[Moment | None, Query(description="End of the period, exclusive (default: as_of)")] = None,
     as_of: AsOf = None,
     region: str | None = None,
     outlet: str | None = None,
     product_line: str | None = None,
     technician: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Any:
+    offset: Offset = 0,
+) -> dict[str, Any]:
     """The services behind one control's count: which, when, and for an omission the step that leaked."""
     from closedloop.projections.control_periods import control_cases
 

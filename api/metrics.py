@@ -16,7 +16,6 @@ and logged, never as a failed scrape.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -47,9 +46,10 @@ class SourceLabels:
     `limit` distinct labels, new ones fold into their first segment (`/outlet/*`), so a
     network of thousands of outlets cannot swamp the monitoring with series."""
 
-    def __init__(self, depth: int | None = None, limit: int | None = None) -> None:
-        self.depth = depth if depth is not None else int(os.environ.get("CLOSEDLOOP_METRICS_SOURCE_DEPTH", "2"))
-        self.limit = limit if limit is not None else int(os.environ.get("CLOSEDLOOP_METRICS_MAX_SOURCES", "500"))
+    def __init__(self, depth: int = 2, limit: int = 500) -> None:
+        # from the settings: CLOSEDLOOP_METRICS_SOURCE_DEPTH, CLOSEDLOOP_METRICS_MAX_SOURCES
+        self.depth = depth
+        self.limit = limit
         if self.depth < 1 or self.limit < 1:
             raise ValueError("CLOSEDLOOP_METRICS_SOURCE_DEPTH and CLOSEDLOOP_METRICS_MAX_SOURCES must be at least 1")
         self._seen: set[str] = set()
@@ -130,8 +130,10 @@ class _ConsumerLag:
             return []
         now = time.monotonic()
         if self._kept is None or now - self._kept[0] > self.keep_seconds:
-            bootstrap = binding.bootstrap_servers() if os.environ.get(binding.BOOTSTRAP_ENV) else None
-            self._kept = (now, lag_report(engine.storage, bootstrap, None, timeout=2.0))
+            settings = engine.settings
+            bootstrap = binding.bootstrap_servers(settings.kafka_bootstrap) if settings.kafka_bootstrap else None
+            self._kept = (now, lag_report(engine.storage, bootstrap, None, timeout=2.0,
+                                          options=settings.kafka_client_options()))
         return consumer_families(self._kept[1])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 from typing import Any
 
@@ -22,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from closedloop.app import logs
 from closedloop.app.engine import Engine
-from closedloop.api.metrics import Metrics
+from closedloop.api.metrics import Metrics, SourceLabels
+from closedloop.app.settings import Settings, default_settings
 
 from .common import JSON
 
@@ -79,11 +79,12 @@ class ObservedRequests:
             logs.end_request(token)
 
 
-def install(app: FastAPI, engine: Engine) -> Metrics:
-    metrics = Metrics(engine)
+def install(app: FastAPI, engine: Engine, settings: Settings | None = None) -> Metrics:
+    settings = settings or default_settings()
+    metrics = Metrics(engine, SourceLabels(settings.metrics_source_depth, settings.metrics_max_sources))
     app.state.metrics = metrics
     app.add_middleware(ObservedRequests, metrics=metrics)
-    required = os.environ.get("CLOSEDLOOP_METRICS_KEY") or None
+    required = settings.metrics_key.get_secret_value() if settings.metrics_key else None
 
     async def scrape(request: Request) -> Response:
         if required and not _scraper_allowed(request, required):

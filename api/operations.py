@@ -5,30 +5,35 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from .common import EngineDep, parse_json, read_body, submitted
+from .common import EngineDep, Offset, parse_json, read_body, submitted
+from .schemas import (ErrorPublic, HealthPublic, PublicRoute, QuarantinedPublic, QuarantinePublic,
+                      SubmissionRejectedPublic, SubmittedPublic, errors)
 
 # quarantine ids are 64-bit in both databases
 QuarantineId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The quarantine id of a rejected event")]
 
-router = APIRouter()  # the quarantine: operators
-health_router = APIRouter()  # any key
+router = APIRouter(route_class=PublicRoute)  # the quarantine: operators
+health_router = APIRouter(route_class=PublicRoute)  # any key
+_NO_SUCH = "No quarantined event of that id"
 
 
-@router.get("/quarantine", tags=["operators"])
+@router.get("/quarantine", tags=["operators"], response_model=QuarantinePublic, responses=errors(422))
 def list_quarantine(
     engine: EngineDep,
     status: Literal["open", "resubmitted", "discarded", "all"] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Any:
+    offset: Offset = 0,
+) -> dict[str, Any]:
     """Rejected events, with the reasons, as they were received."""
     return engine.quarantine.list(None if status == "all" else status, limit, offset)
 
 
-@router.get("/quarantine/{qid}", tags=["operators"])
-def get_quarantined(engine: EngineDep, qid: QuarantineId) -> Any:
+@router.get("/quarantine/{qid}", tags=["operators"], response_model=QuarantinedPublic,
+            responses=errors(404, 422, e404=_NO_SUCH))
+def get_quarantined(engine: EngineDep, qid: QuarantineId) -> dict[str, Any]:
     """One rejected event, as it was received, with the reasons."""
     entry = engine.quarantine.get(qid)
     if entry is None:
@@ -36,11 +41,16 @@ def get_quarantined(engine: EngineDep, qid: QuarantineId) -> Any:
     return entry
 
 
-@router.post("/quarantine/{qid}/resubmit", tags=["operators"],
+@router.post("/quarantine/{qid}/resubmit", tags=["operators"], status_code=202, response_model=SubmittedPublic,
+             responses={
+                 200: {"model": SubmittedPublic, "description": "It had been recorded before: nothing new"},
+                 422: {"model": SubmissionRejectedPublic | ErrorPublic,  # type: ignore[dict-item]
+                       "description": "Still not valid (it stays in the quarantine), or the id is not a number"},
+                 **errors(400, 404, 409, 413, e404=_NO_SUCH)},
              openapi_extra={"requestBody": {"required": False, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}}},
                  "description": "The corrected event; leave empty to re-submit it as it was."}})
-async def resubmit(engine: EngineDep, qid: QuarantineId, request: Request) -> Any:
+async def resubmit(engine: EngineDep, qid: QuarantineId, request: Request) -> Response:
     """Re-submit a quarantined event, corrected or as it was."""
     body = await read_body(request)
     corrected = parse_json(body) if body.strip() else None
@@ -53,9 +63,11 @@ async def resubmit(engine: EngineDep, qid: QuarantineId, request: Request) -> An
     return submitted(result, single=True)
 
 
-@router.post("/quarantine/{qid}/discard", tags=["operators"])
+@router.post("/quarantine/{qid}/discard", tags=["operators"], response_model=QuarantinedPublic,
+             responses=errors(404, 409, 422, e404=_NO_SUCH))
 def discard(engine: EngineDep, qid: QuarantineId,
-            reason: Annotated[str, Query(min_length=1, max_length=2000, description="Why it is discarded")]) -> Any:
+            reason: Annotated[str, Query(min_length=1, max_length=2000, description="Why it is discarded")],
+            ) -> dict[str, Any]:
     """Close a quarantined event without recording it (the reason is kept)."""
     entry = engine.quarantine.get(qid)
     if entry is None:
@@ -66,8 +78,8 @@ def discard(engine: EngineDep, qid: QuarantineId,
     return engine.quarantine.get(qid)
 
 
-@health_router.get("/health", tags=["operations"])
-def health(engine: EngineDep) -> Any:
+@health_router.get("/health", tags=["operations"], response_model=HealthPublic)
+def health(engine: EngineDep) -> dict[str, Any]:
     """The log's head and how far each view is behind it."""
     return {"status": "ok", "database": engine.storage.dialect, "log_head": engine.log.head(),
             "view_lag": engine.projector.lag()}

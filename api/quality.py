@@ -19,9 +19,13 @@ from closedloop.projections import defects
 from closedloop.projections import feedback as feedback_view
 from closedloop.projections import settlement as settlement_view
 
-from .common import AsOf, EngineDep, moment_ms
+from .common import AsOf, EngineDep, Moment, Offset, moment_ms
+from .schemas import (BatchesPublic, DefectCasesPublic, FeedbackItemDetailPublic, FeedbackItemsPublic,
+                      FeedbackSummaryPublic, FirstVisitPublic, MonthsInServicePublic, OutletStatementPublic,
+                      ParetoPublic, PartsPublic, PenaltiesPublic, PublicRoute, QualityRulesPublic, RepeatsPublic,
+                      SettlementPublic, csv_too, errors)
 
-router = APIRouter()
+router = APIRouter(route_class=PublicRoute)
 
 DAY = 86_400_000
 Format = Annotated[Literal["json", "csv"] | None, Query(description="csv for a spreadsheet; default json "
@@ -38,8 +42,8 @@ class Window:
 
 def window(
     engine: EngineDep,
-    from_: Annotated[datetime | None, Query(alias="from", description="Start (default: 30 days before `to`)")] = None,
-    to: Annotated[datetime | None, Query(description="End, exclusive (default: as_of)")] = None,
+    from_: Annotated[Moment | None, Query(alias="from", description="Start (default: 30 days before `to`)")] = None,
+    to: Annotated[Moment | None, Query(description="End, exclusive (default: as_of)")] = None,
     period: Annotated[str | None, Query(description="Instead of from/to: 2026, 2026-10, 2026-W44 or 2026-10-30")] = None,
     as_of: AsOf = None,
 ) -> Window:
@@ -85,7 +89,7 @@ Cases = Annotated[bool, Query(description="list the cases behind each number inl
 
 
 def tabular(request: Request, body: dict[str, Any], rows: list[dict[str, Any]], name: str,
-            fmt: str | None) -> Any:
+            fmt: str | None) -> dict[str, Any] | Response:
     """JSON as it is; or the rows as CSV, when asked for."""
     wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("accept", ""))
     if not wants_csv:
@@ -117,7 +121,8 @@ def _checked(fn, *args, **kwargs):
 
 
 # --- feedback items ----------------------------------------------------------------------
-@router.get("/quality/feedback", tags=["feedback"])
+@router.get("/quality/feedback", tags=["feedback"], response_model=FeedbackItemsPublic,
+            responses={**csv_too(), **errors(422)})
 def list_feedback(
     engine: EngineDep, request: Request, as_of: AsOf = None,
     department: Literal["design", "manufacturing", "sales", "service"] | None = None,
@@ -125,9 +130,9 @@ def list_feedback(
                       Query(description="open (owes an answer), overdue, closed, or a phase")] = None,
     case_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     format: Format = None,
-) -> Any:
+) -> dict[str, Any] | Response:
     """A department's feedback items: where each stood at `as_of`, its named owner, due when."""
     at = moment_ms(as_of, engine.clock())
     body = feedback_view.items(engine.storage, at, department, status, case_id, limit, offset)
@@ -136,14 +141,15 @@ def list_feedback(
     return tabular(request, body, rows, f"feedback-{department or 'all'}", format)
 
 
-@router.get("/quality/feedback/summary", tags=["feedback"])
-def feedback_summary(engine: EngineDep, as_of: AsOf = None) -> Any:
+@router.get("/quality/feedback/summary", tags=["feedback"], response_model=FeedbackSummaryPublic, responses=errors(422))
+def feedback_summary(engine: EngineDep, as_of: AsOf = None) -> dict[str, Any]:
     """How many items each department holds in each standing, and how many are overdue."""
     return feedback_view.summary(engine.storage, moment_ms(as_of, engine.clock()))
 
 
-@router.get("/quality/feedback/{ident}", tags=["feedback"])
-def get_feedback(engine: EngineDep, ident: Annotated[str, Path(min_length=1)], as_of: AsOf = None) -> Any:
+@router.get("/quality/feedback/{ident}", tags=["feedback"], response_model=FeedbackItemDetailPublic,
+            responses=errors(404, 422, e404="No feedback item of that id had been routed by `as_of`"))
+def get_feedback(engine: EngineDep, ident: Annotated[str, Path(min_length=1)], as_of: AsOf = None) -> dict[str, Any]:
     """One item (by any of its feedback ids): its history, its phases, where it stands."""
     found = feedback_view.item(engine.storage, ident, moment_ms(as_of, engine.clock()))
     if found is None:
@@ -152,63 +158,70 @@ def get_feedback(engine: EngineDep, ident: Annotated[str, Path(min_length=1)], a
 
 
 # --- defect analytics -----------------------------------------------------------------------
-@router.get("/quality/defects/pareto", tags=["defects"])
+@router.get("/quality/defects/pareto", tags=["defects"], response_model=ParetoPublic,
+            responses={**csv_too(), **errors(422)})
 def pareto(engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep,
            by: Literal["fault_code", "cause"] = "fault_code",
            per: Literal["model", "product_line"] | None = None, cases: Cases = False,
-           format: Format = None) -> Any:
+           format: Format = None) -> dict[str, Any] | Response:
     """Fault codes (or causes) of completed services, largest first, with cumulative shares."""
     body = _checked(defects.pareto, engine.storage, _period(w), by, per, filters, cases)
     return tabular(request, body, defects.flat(body["rows"]), f"pareto-{by}", format)
 
 
-@router.get("/quality/defects/batches", tags=["defects"])
+@router.get("/quality/defects/batches", tags=["defects"], response_model=BatchesPublic,
+            responses={**csv_too(), **errors(422)})
 def batches(engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep,
             by: Literal["batch", "plant"] = "batch", cases: Cases = False,
             sort: Annotated[Literal["failures", "rate"], Query(description="most failures, or highest rate, first")]
-            = "failures", format: Format = None) -> Any:
+            = "failures", format: Format = None) -> dict[str, Any] | Response:
     """Failures by production batch (model, batch, plant) or plant, with failure rates where
     shipped quantities are known."""
     body = _checked(defects.failures_by_batch, engine.storage, _period(w), by, filters, cases, sort)
     return tabular(request, body, defects.flat(body["rows"]), f"failures-by-{by}", format)
 
 
-@router.get("/quality/defects/months-in-service", tags=["defects"])
+@router.get("/quality/defects/months-in-service", tags=["defects"], response_model=MonthsInServicePublic,
+            responses={**csv_too(), **errors(422)})
 def months_in_service(engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep,
                       per: Literal["model", "product_line"] | None = None, cases: Cases = False,
-                      format: Format = None) -> Any:
+                      format: Format = None) -> dict[str, Any] | Response:
     """Failures by whole months from purchase to failure."""
     body = _checked(defects.failures_by_months_in_service, engine.storage, _period(w), per, filters, cases)
     return tabular(request, body, defects.flat(body["rows"]), "failures-by-months-in-service", format)
 
 
-@router.get("/quality/defects/repeats", tags=["defects"])
+@router.get("/quality/defects/repeats", tags=["defects"], response_model=RepeatsPublic,
+            responses={**csv_too(), **errors(422)})
 def repeats(engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep,
             per: Literal["model", "product_line", "outlet_id", "technician_id"] = "model", cases: Cases = False,
-            format: Format = None) -> Any:
+            format: Format = None) -> dict[str, Any] | Response:
     """Repeat repairs: the same unit repaired again within the repeat window."""
     body = _checked(defects.repeat_repairs, engine.storage, _period(w), engine.quality, per, filters, cases)
     return tabular(request, body, defects.flat(body["rows"]), f"repeat-repairs-by-{per}", format)
 
 
-@router.get("/quality/defects/first-visit", tags=["defects"])
+@router.get("/quality/defects/first-visit", tags=["defects"], response_model=FirstVisitPublic,
+            responses={**csv_too(), **errors(422)})
 def first_visit(engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep,
                 per: Literal["model", "product_line", "outlet_id", "technician_id"] = "model",
-                cases: Cases = False, format: Format = None) -> Any:
+                cases: Cases = False, format: Format = None) -> dict[str, Any] | Response:
     """First-visit fix rate of completed repairs."""
     body = _checked(defects.first_visit_fix, engine.storage, _period(w), per, filters, cases)
     return tabular(request, body, defects.flat(body["rows"]), f"first-visit-fix-by-{per}", format)
 
 
-@router.get("/quality/defects/parts", tags=["defects"])
+@router.get("/quality/defects/parts", tags=["defects"], response_model=PartsPublic,
+            responses={**csv_too(), **errors(422)})
 def parts(engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep, cases: Cases = False,
-          format: Format = None) -> Any:
+          format: Format = None) -> dict[str, Any] | Response:
     """Spare parts used, per model and part number."""
     body = _checked(defects.parts_by_model, engine.storage, _period(w), filters, cases)
     return tabular(request, body, defects.flat(body["rows"]), "parts-by-model", format)
 
 
-@router.get("/quality/defects/cases", tags=["defects"])
+@router.get("/quality/defects/cases", tags=["defects"], response_model=DefectCasesPublic,
+            responses={**csv_too(), **errors(422)})
 def defect_cases(
     engine: EngineDep, request: Request, w: WindowDep, filters: FiltersDep,
     months_in_service: Annotated[str | None, Query(description="whole months, or 'unknown'")] = None,
@@ -216,9 +229,9 @@ def defect_cases(
     repeat: Annotated[bool | None, Query(description="only repeat repairs (true) or only the others")] = None,
     part_no: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     format: Format = None,
-) -> Any:
+) -> dict[str, Any] | Response:
     """The cases behind any number above: give the `filters` of its row."""
     more: dict[str, Any] = {}
     if months_in_service is not None:
@@ -237,8 +250,8 @@ def settlement_window(
     engine: EngineDep,
     period: Annotated[str | None, Query(description="2026-10 (a month; default: the month of as_of), "
                                         "2026-W44, 2026-10-30 or 2026")] = None,
-    from_: Annotated[datetime | None, Query(alias="from", description="instead of period: start")] = None,
-    to: Annotated[datetime | None, Query(description="instead of period: end, exclusive")] = None,
+    from_: Annotated[Moment | None, Query(alias="from", description="instead of period: start")] = None,
+    to: Annotated[Moment | None, Query(description="instead of period: end, exclusive")] = None,
     as_of: AsOf = None,
 ) -> Window:
     at = moment_ms(as_of, engine.clock())
@@ -278,19 +291,21 @@ def _statement_rows(body: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-@router.get("/settlement", tags=["settlement"])
+@router.get("/settlement", tags=["settlement"], response_model=SettlementPublic,
+            responses={**csv_too("Every statement line as CSV"), **errors(422)})
 def settlement(engine: EngineDep, request: Request, w: SettlementWindow, outlet_id: str | None = None,
                lines: Annotated[bool, Query(description="each statement's lines (false: totals only)")] = True,
-               format: Format = None) -> Any:
+               format: Format = None) -> dict[str, Any] | Response:
     """Every outlet's statement for the period: completed and reviewed cases priced by job, minus penalties."""
     body = settlement_view.statements(engine.storage, engine.quality, w.start, w.end, w.at, outlet_id,
                                       lines or format == "csv")
     return tabular(request, body, _statement_rows(body), "settlement", format)
 
 
-@router.get("/settlement/{outlet_id}", tags=["settlement"])
+@router.get("/settlement/{outlet_id}", tags=["settlement"], response_model=OutletStatementPublic,
+            responses={**csv_too("The statement's lines as CSV"), **errors(422)})
 def outlet_statement(engine: EngineDep, request: Request, w: SettlementWindow,
-                     outlet_id: Annotated[str, Path(min_length=1)], format: Format = None) -> Any:
+                     outlet_id: Annotated[str, Path(min_length=1)], format: Format = None) -> dict[str, Any] | Response:
     """One outlet's statement: a line per case, each with its price, penalties and net."""
     body = settlement_view.statements(engine.storage, engine.quality, w.start, w.end, w.at, outlet_id)
     if not body["statements"]:
@@ -303,9 +318,10 @@ def outlet_statement(engine: EngineDep, request: Request, w: SettlementWindow,
     return tabular(request, out, _statement_rows(body), f"statement-{outlet_id}", format)
 
 
-@router.get("/penalties", tags=["settlement"])
+@router.get("/penalties", tags=["settlement"], response_model=PenaltiesPublic,
+            responses={**csv_too("Every owner's penalty lines as CSV"), **errors(422)})
 def penalties(engine: EngineDep, request: Request, w: SettlementWindow, party: str | None = None,
-              outlet_id: str | None = None, format: Format = None) -> Any:
+              outlet_id: str | None = None, format: Format = None) -> dict[str, Any] | Response:
     """Penalties charged in the period, by the owner who pays them, with the case each is paid to."""
     body = settlement_view.penalties_by_owner(engine.storage, w.start, w.end, w.at, party, outlet_id)
     rows = [{"party": o["party"], "name": o["name"], "role": o["role"], "outlet_id": o["outlet_id"], **line}
@@ -313,8 +329,8 @@ def penalties(engine: EngineDep, request: Request, w: SettlementWindow, party: s
     return tabular(request, body, rows, "penalties", format)
 
 
-@router.get("/quality/rules", tags=["settlement"])
-def rules(engine: EngineDep) -> Any:
+@router.get("/quality/rules", tags=["settlement"], response_model=QualityRulesPublic)
+def rules(engine: EngineDep) -> dict[str, Any]:
     """The rules in force: feedback routing, deadlines, prices, penalties."""
     p = engine.policy
     return {"routing": {"causes": p.feedback_departments, "intents": p.intent_departments},

@@ -6,20 +6,29 @@ import time
 from typing import Annotated, Callable
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from closedloop.app.access import PERMISSIONS, Principal
 
 # when authentication is switched off (CLOSEDLOOP_AUTH=off), every caller is this one
 UNAUTHENTICATED_ADMIN = Principal("anonymous", "admin", ("",), None, PERMISSIONS["admin"])
 
+# The two ways to show a key, declared as security schemes: the OpenAPI document names them and
+# /docs' "Authorize" sends them. They never refuse by themselves (auto_error=False): the answer
+# to a missing or unknown key is `authenticate`'s, in the API's error format.
+_KEYS = "An API key made with `closedloop keys add` (the demo prints some)"
+BEARER = HTTPBearer(scheme_name="bearer", auto_error=False, description=f"{_KEYS}: `Authorization: Bearer <key>`")
+API_KEY = APIKeyHeader(name="X-API-Key", scheme_name="apiKey", auto_error=False, description=f"{_KEYS}, as a header")
 
-def authenticate(request: Request) -> Principal:
+
+def authenticate(request: Request,
+                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+                 api_key: Annotated[str | None, Depends(API_KEY)] = None) -> Principal:
     """Every call carries a key: `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
     if not request.app.state.auth_required:
         principal = UNAUTHENTICATED_ADMIN
     else:
-        header = request.headers.get("authorization", "")
-        secret = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        secret = (bearer.credentials.strip() if bearer else "") or (api_key or "").strip()
         if not secret:
             raise HTTPException(401, "this API needs a key: send 'Authorization: Bearer <key>' "
                                 "(make keys with `closedloop keys add`)", headers={"WWW-Authenticate": "Bearer"})

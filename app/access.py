@@ -74,16 +74,17 @@ class KeyStore:
             raise ValueError("a producer key must name the source prefixes it may send as (e.g. /outlet/OUT-0042)")
         secret = KEY_PREFIX + secrets.token_urlsafe(24)
         with self.storage.writing() as tx:
-            if tx.one(f"SELECT 1 AS x FROM {KEYS_TABLE} WHERE name = ?", [name]):
+            if tx.one(f"SELECT 1 AS x FROM {KEYS_TABLE} WHERE name = {tx.q}", [name]):
                 raise ValueError(f"a key named {name!r} exists already; revoke it first or pick another name")
             tx.execute(f"INSERT INTO {KEYS_TABLE} (key_hash, name, role, sources, rate_per_second, created) "
-                       "VALUES (?,?,?,?,?,?)",
+                       f"VALUES ({tx.marks(6)})",
                        [_hash(secret), name, role, orjson.dumps(sources or []).decode(), rate_per_second, now_ms()])
         return secret
 
     def revoke(self, name: str) -> bool:
         with self.storage.writing() as tx:
-            tx.execute(f"UPDATE {KEYS_TABLE} SET revoked = ? WHERE name = ? AND revoked IS NULL", [now_ms(), name])
+            tx.execute(f"UPDATE {KEYS_TABLE} SET revoked = {tx.q} WHERE name = {tx.q} AND revoked IS NULL",
+                       [now_ms(), name])
             changed = tx.rowcount() == 1
         self._cache.clear()
         return changed
@@ -110,7 +111,7 @@ class KeyStore:
             return hit[1]
         with self.storage.reading() as tx:
             row = tx.one(f"SELECT name, role, sources, rate_per_second FROM {KEYS_TABLE} "
-                         "WHERE key_hash = ? AND revoked IS NULL", [digest])
+                         f"WHERE key_hash = {tx.q} AND revoked IS NULL", [digest])
         principal = None
         if row:
             principal = Principal(row["name"], row["role"], tuple(orjson.loads(row["sources"])),

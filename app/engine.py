@@ -6,7 +6,6 @@ views through the query functions. This is the composition root of the product.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -19,6 +18,7 @@ from closedloop.domain.policy import LoopPolicy
 from closedloop.domain.quality import QualityPolicy
 from closedloop.log.eventlog import Appended, EventLog, now_ms
 from closedloop.app.logs import log_submission
+from closedloop.app.settings import Settings, default_settings, load_settings
 from closedloop.reactors.network import NetworkConfig, network_reactors
 from closedloop.projections.loop import LoopView
 from closedloop.projections.network import NetworkView
@@ -51,7 +51,12 @@ class Engine:
     def __init__(self, storage: Storage, policy: LoopPolicy | None = None,
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
                  reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None,
-                 network: NetworkConfig | None = None, share: tuple[int, int] = (1, 1)) -> None:
+                 network: NetworkConfig | None = None, share: tuple[int, int] = (1, 1),
+                 settings: Settings | None = None) -> None:
+        """`settings` gives the engine's switches (reactors, leak alerts, routing, penalties, the
+        rebuild's batch); None: the defaults, whatever the environment says (`Engine.open`
+        reads the environment)."""
+        self.settings = settings = settings or default_settings()
         self.storage = storage
         self.policy = policy or LoopPolicy()
         self.quality = quality or QualityPolicy()
@@ -68,16 +73,17 @@ class Engine:
         # the process logic: what the engine decides by itself; add a new reactor here.
         # CLOSEDLOOP_REACTORS=off: this process decides nothing (a read replica of the API,
         # while the consumers or another process keep the reactors)
-        if reactors is None and os.environ.get("CLOSEDLOOP_REACTORS", "on").lower() in ("off", "0", "false", "no"):
+        if reactors is None and not settings.reactors:
             reactors = []
         self.reactors: list[Reactor] = list(reactors) if reactors is not None else network_reactors(self.network)
-        if reactors is None and leak_alerts.enabled():
+        if reactors is None and settings.leak_alerts:
             self.reactors.append(leak_alerts.LeakAlerts(self.policy))
         if reactors is None:
-            self.reactors += quality_reactors(self.policy, self.quality, self.log)
+            self.reactors += quality_reactors(self.policy, self.quality, self.log, settings.auto_routing,
+                                              settings.auto_penalties)
         if share != (1, 1):
             self.views, self.reactors = _my_share(self.views, self.reactors, share)
-        self.projector = Projector(self.log, self.views)
+        self.projector = Projector(self.log, self.views, rebuild_batch=settings.replay_batch)
         self.reactions = Reactions(self.log, self.reactors)
         self.project_on_submit = project_on_submit
         # a bulk load of history: the reactors answer each batch, the views are built once at
@@ -89,10 +95,21 @@ class Engine:
         self._submit_lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str | None = None, policy: LoopPolicy | None = None, **kwargs: Any) -> "Engine":
-        kwargs.setdefault("quality", QualityPolicy.from_env())
-        kwargs.setdefault("network", NetworkConfig.from_env())
-        return cls(open_storage(url), policy or LoopPolicy.from_env(), **kwargs)
+    def open(cls, url: str | None = None, policy: LoopPolicy | None = None, settings: Settings | None = None,
+             **kwargs: Any) -> "Engine":
+        """The engine over the log at `url` (None: the settings' database URL). `settings`
+        (None: `load_settings()`, the CLOSEDLOOP_* environment) gives every policy not passed:
+        the loop's `policy`, `quality`, `network` (automatic dispatch off unless the settings
+        turn it on)."""
+        settings = settings or load_settings()
+        kwargs.setdefault("quality", settings.quality_policy())
+        kwargs.setdefault("network", settings.network_config())
+        storage = open_storage(url or settings.database_url, synchronous=settings.sqlite_synchronous)
+        try:
+            return cls(storage, policy or settings.loop_policy(), settings=settings, **kwargs)
+        except BaseException:
+            storage.close()
+            raise
 
     def submit(self, events: Sequence[Any], channel: str = "api",
                also: Callable[[Tx, Appended], None] | None = None) -> Submitted:
@@ -207,18 +224,17 @@ def quality_views(policy: LoopPolicy) -> list[View]:
     return [FeedbackView(policy), QualityView()]
 
 
-def quality_reactors(policy: LoopPolicy, quality: QualityPolicy, log: EventLog) -> list[Reactor]:
+def quality_reactors(policy: LoopPolicy, quality: QualityPolicy, log: EventLog, routing: bool = True,
+                     penalties: bool = True) -> list[Reactor]:
     """Feedback routing and penalties, each switched off by CLOSEDLOOP_AUTO_ROUTING=off or
     CLOSEDLOOP_AUTO_PENALTIES=off (when another system decides them and sends the events)."""
-    import os
-
     from closedloop.reactors.penalties import PenaltyReactor
     from closedloop.reactors.routing import FeedbackRouter
 
     out: list[Reactor] = []
-    if os.environ.get("CLOSEDLOOP_AUTO_ROUTING", "on").lower() not in ("off", "0", "false", "no"):
+    if routing:
         out.append(FeedbackRouter(policy, log))
-    if os.environ.get("CLOSEDLOOP_AUTO_PENALTIES", "on").lower() not in ("off", "0", "false", "no"):
+    if penalties:
         out.append(PenaltyReactor(quality, log))
     return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import sys
 import uuid
 from typing import Any, Mapping, TextIO
@@ -106,9 +105,10 @@ def formatter(fmt: str = "json") -> logging.Formatter:
 
 def configure(fmt: str | None = None, level: str | None = None, stream: TextIO | None = None) -> logging.Handler:
     """Send every logger's lines (ours, uvicorn's) to `stream` in `fmt`: json (the default,
-    for log collectors) or text; CLOSEDLOOP_LOG_FORMAT and CLOSEDLOOP_LOG_LEVEL choose."""
-    fmt = (fmt or os.environ.get("CLOSEDLOOP_LOG_FORMAT") or "json").lower()
-    level_name = (level or os.environ.get("CLOSEDLOOP_LOG_LEVEL") or "INFO").upper()
+    for log collectors) or text, at `level` (default INFO); the command passes the settings'
+    CLOSEDLOOP_LOG_FORMAT and CLOSEDLOOP_LOG_LEVEL."""
+    fmt = (fmt or "json").lower()
+    level_name = (level or "INFO").upper()
     if not isinstance(logging.getLevelName(level_name), int):
         raise ValueError(f"log level must be one of DEBUG, INFO, WARNING, ERROR, not {level_name!r}")
     handler = logging.StreamHandler(stream or sys.stderr)

@@ -34,7 +34,7 @@ from pathlib import Path
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.network import Candidate, DispatchPolicy, Outlet, Staff, choose
 from closedloop.app.engine import Engine
-from closedloop.reactors.network import NetworkConfig
+from closedloop.app.settings import load_settings
 
 OUTLETS, REGIONS, CENTERS, SPECIALIZED = 13_085, 2_000, 36, 380
 LINES = ("refrigerator", "washer", "air_conditioner", "water_heater", "tv")
@@ -135,8 +135,8 @@ def rules_in_memory(plain: dict, cases: list[dict]) -> float:
 
 def decided(engine: Engine, types: tuple[str, ...]) -> int:
     with engine.storage.reading() as tx:
-        marks = ",".join("?" * len(types))
-        return tx.one(f"SELECT COUNT(*) AS n FROM closedloop_events WHERE topic IN ({marks})", list(types))["n"]
+        among, params = tx.in_list("topic", types)
+        return tx.one(f"SELECT COUNT(*) AS n FROM closedloop_events WHERE {among}", params)["n"]
 
 
 def main() -> None:
@@ -160,7 +160,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="closedloop-dispatch-") as tmp:
         url = args.database or f"sqlite:///{Path(tmp) / 'dispatch.db'}"
         clock = [parse_ms(f"{DAY}T23:00:00Z")]
-        engine = Engine.open(url, network=NetworkConfig.from_env(auto_dispatch=True), clock=lambda: clock[0])
+        engine = Engine.open(url, network=load_settings().network_config(auto_default=True), clock=lambda: clock[0])
         try:
             print(f"registering {len(net_events):,} outlets and technicians ...", file=sys.stderr)
             started = time.perf_counter()

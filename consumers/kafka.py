@@ -14,15 +14,15 @@ order on one partition); it is not part of the event.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
 from closedloop.contract.events import Rejection, from_binary, validate
 from closedloop.domain.facts import Fact
+from closedloop.app.settings import Settings, load_settings
 from closedloop.log.storage import ConfigurationError
 
 BOOTSTRAP_ENV = "CLOSEDLOOP_KAFKA_BOOTSTRAP"
@@ -42,9 +42,10 @@ DLQ_OFFSET = "closedloop_dlq_offset"
 DLQ_QUARANTINE_ID = "closedloop_dlq_quarantine_id"
 
 
-def bootstrap_servers(value: str | None = None) -> list[str]:
-    """Brokers from the flag, else from CLOSEDLOOP_KAFKA_BOOTSTRAP; a clear error without either."""
-    text = value or os.environ.get(BOOTSTRAP_ENV, "")
+def bootstrap_servers(value: str | None = None, settings: Settings | None = None) -> list[str]:
+    """Brokers from the flag, else the settings' CLOSEDLOOP_KAFKA_BOOTSTRAP (None: `load_settings()`);
+    a clear error without either."""
+    text = value or (settings if settings is not None else load_settings()).kafka_bootstrap or ""
     servers = [s.strip() for s in text.split(",") if s.strip()]
     if not servers:
         raise ConfigurationError(f"no Kafka brokers given: set {BOOTSTRAP_ENV}=host:port[,host:port] "
@@ -56,17 +57,14 @@ def bootstrap_servers(value: str | None = None) -> list[str]:
     return servers
 
 
-def client_options() -> dict[str, Any]:
-    """Connection settings every client shares: security from the environment, when set."""
-    options: dict[str, Any] = {}
-    for env, key in (("CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL", "security_protocol"),
-                     ("CLOSEDLOOP_KAFKA_SASL_MECHANISM", "sasl_mechanism"),
-                     ("CLOSEDLOOP_KAFKA_SASL_USERNAME", "sasl_plain_username"),
-                     ("CLOSEDLOOP_KAFKA_SASL_PASSWORD", "sasl_plain_password"),
-                     ("CLOSEDLOOP_KAFKA_SSL_CAFILE", "ssl_cafile")):
-        if os.environ.get(env):
-            options[key] = os.environ[env]
-    return options
+def client_options(settings: Settings | None = None) -> dict[str, Any]:
+    """Connection settings every client shares: the settings' CLOSEDLOOP_KAFKA_SECURITY_PROTOCOL,
+    _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CAFILE, when set (None: `load_settings()`)."""
+    return (settings if settings is not None else load_settings()).kafka_client_options()
+
+
+def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(options) if options is not None else client_options()
 
 
 def no_brokers(bootstrap: Sequence[str], exc: Exception) -> ConfigurationError:
@@ -84,14 +82,16 @@ def topic_partitions(value: str, default: int = 3) -> int:
     return n
 
 
-def ensure_topics(bootstrap: Sequence[str], topics: Iterable[str], partitions: int = 3) -> None:
-    """Create the topics that do not exist yet (brokers often refuse to auto-create them)."""
+def ensure_topics(bootstrap: Sequence[str], topics: Iterable[str], partitions: int = 3,
+                  options: Mapping[str, Any] | None = None) -> None:
+    """Create the topics that do not exist yet (brokers often refuse to auto-create them);
+    `options`: the clients' connection settings (None: `client_options()`)."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaTimeoutError as NoBrokersAvailable
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=list(bootstrap), client_id="closedloop-admin",
-                                 **client_options())
+                                 **_options(options))
     except NoBrokersAvailable as exc:
         raise no_brokers(bootstrap, exc) from None
     try:
@@ -252,7 +252,7 @@ def end_offsets(consumer: Any, partitions: Sequence[Any], timeout: float = 5.0) 
 
 # --- producing: what a producer (or `closedloop generate --kafka-topic`) puts on a topic -------
 def produce(bootstrap: Sequence[str], topic: str, events: Iterable[dict[str, Any]], mode: str = "structured",
-            progress: Any = None, every: int = 5000) -> int:
+            progress: Any = None, every: int = 5000, options: Mapping[str, Any] | None = None) -> int:
     """Send contract events to `topic`, one message each, keyed by `subject` (the case, call
     or unit: one entity's events land on one partition, in the order given). Waits for every
     acknowledgement; raises if the broker refused any. Returns how many were sent.
@@ -267,7 +267,7 @@ def produce(bootstrap: Sequence[str], topic: str, events: Iterable[dict[str, Any
         raise ValueError(f"content mode {mode!r} is not one of: structured, binary")
     try:
         producer = KafkaProducer(bootstrap_servers=list(bootstrap), client_id="closedloop-generate", acks="all",
-                                 linger_ms=20, batch_size=256 * 1024, **client_options())
+                                 linger_ms=20, batch_size=256 * 1024, **_options(options))
     except NoBrokersAvailable as exc:
         raise no_brokers(bootstrap, exc) from None
     failed: list[BaseException] = []

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
@@ -109,7 +109,7 @@ class KafkaIngest:
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.errors import KafkaTimeoutError as NoBrokersAvailable
 
-        options = binding.client_options()
+        options = engine.settings.kafka_client_options()
         try:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap, client_id=f"closedloop-consume-{self.member_name}",
@@ -237,15 +237,16 @@ class KafkaIngest:
         for tp, to in moved.items():
             was = expected[tp]
             if was < 0:
-                row = tx.one(f"SELECT next_offset FROM {OFFSETS_TABLE} WHERE topic = ? AND part = ?",
+                row = tx.one(f"SELECT next_offset FROM {OFFSETS_TABLE} WHERE topic = {tx.q} AND part = {tx.q}",
                              [tp.topic, tp.partition])
                 if row is not None:
                     raise StalePartitionError(f"{tp.topic}/{tp.partition} was started by another consumer")
                 tx.execute(f"INSERT INTO {OFFSETS_TABLE} (topic, part, next_offset, member, updated) "
-                           "VALUES (?,?,?,?,?)", [tp.topic, tp.partition, to, self.member_name, stamp])
+                           f"VALUES ({tx.marks(5)})", [tp.topic, tp.partition, to, self.member_name, stamp])
                 continue
-            tx.execute(f"UPDATE {OFFSETS_TABLE} SET next_offset = ?, member = ?, updated = ? "
-                       "WHERE topic = ? AND part = ? AND next_offset = ?",
+            q = tx.q
+            tx.execute(f"UPDATE {OFFSETS_TABLE} SET next_offset = {q}, member = {q}, updated = {q} "
+                       f"WHERE topic = {q} AND part = {q} AND next_offset = {q}",
                        [to, self.member_name, stamp, tp.topic, tp.partition, was])
             if tx.rowcount() != 1:
                 raise StalePartitionError(f"{tp.topic}/{tp.partition} was moved on by another consumer")
@@ -331,8 +332,9 @@ class KafkaIngest:
 
 # --- lag, for the CLI and the API ---------------------------------------------------------------
 def lag_report(storage: Storage, bootstrap: Sequence[str] | None, topics: Sequence[str] | None = None,
-               timeout: float = 5.0) -> dict[str, Any]:
-    """Stored position per partition and, when brokers are given, how far behind their end."""
+               timeout: float = 5.0, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Stored position per partition and, when brokers are given, how far behind their end;
+    `options`: the clients' connection settings (None: `binding.client_options()`)."""
     from closedloop.domain.facts import iso
 
     rows = stored_offsets(storage)
@@ -342,7 +344,7 @@ def lag_report(storage: Storage, bootstrap: Sequence[str] | None, topics: Sequen
     broker_error = None
     if bootstrap:
         try:
-            ends = _broker_ends(bootstrap, wanted, timeout)
+            ends = _broker_ends(bootstrap, wanted, timeout, options)
         except Exception as exc:  # noqa: BLE001 - the stored positions are still worth showing
             broker_error = f"could not ask the brokers {','.join(bootstrap)}: {exc}"
     keys = sorted(set(k for k in stored if k[0] in wanted) | set(ends))
@@ -366,13 +368,14 @@ def lag_report(storage: Storage, bootstrap: Sequence[str] | None, topics: Sequen
     return out
 
 
-def _broker_ends(bootstrap: Sequence[str], topics: Sequence[str], timeout: float) -> dict[tuple[str, int], int]:
+def _broker_ends(bootstrap: Sequence[str], topics: Sequence[str], timeout: float,
+                 options: Mapping[str, Any] | None = None) -> dict[tuple[str, int], int]:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=list(bootstrap), group_id=None, enable_auto_commit=False,
                              client_id="closedloop-lag", request_timeout_ms=int(timeout * 1000) + 1000,
                              bootstrap_timeout_ms=int(timeout * 1000),
-                             **binding.client_options())
+                             **(dict(options) if options is not None else binding.client_options()))
     try:
         tps = []
         for topic in topics:

@@ -15,7 +15,6 @@ alarms, `dispatch.alarmed`) flows as soon as it is in the log.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -23,6 +22,7 @@ from typing import Any, Callable, Sequence
 from closedloop.contract.events import to_cloudevent
 from closedloop.domain.facts import Fact
 from closedloop.app.engine import Engine
+from closedloop.app.settings import Settings
 from closedloop.log.eventlog import now_ms
 
 from . import kafka as binding
@@ -35,15 +35,16 @@ DEPARTMENTS = ("design", "manufacturing", "sales", "service")
 
 @dataclass(frozen=True)
 class Topics:
-    """Where each kind of message goes; from the environment unless given."""
+    """Where each kind of message goes (the settings' CLOSEDLOOP_KAFKA_ALERTS_TOPIC and
+    CLOSEDLOOP_KAFKA_FEEDBACK_PREFIX unless given)."""
 
     alerts: str = binding.DEFAULT_ALERTS_TOPIC
     feedback_prefix: str = binding.DEFAULT_FEEDBACK_PREFIX
 
     @classmethod
-    def from_env(cls) -> "Topics":
-        return cls(os.environ.get("CLOSEDLOOP_KAFKA_ALERTS_TOPIC") or binding.DEFAULT_ALERTS_TOPIC,
-                   os.environ.get("CLOSEDLOOP_KAFKA_FEEDBACK_PREFIX") or binding.DEFAULT_FEEDBACK_PREFIX)
+    def from_settings(cls, settings: Settings) -> "Topics":
+        return cls(settings.kafka_alerts_topic or binding.DEFAULT_ALERTS_TOPIC,
+                   settings.kafka_feedback_prefix or binding.DEFAULT_FEEDBACK_PREFIX)
 
     def feedback(self, department: str) -> str:
         return f"{self.feedback_prefix}{department}"
@@ -90,7 +91,7 @@ class KafkaPublisher:
         binding.encode({}, mode)  # a wrong mode is said before anything starts
         self.engine = engine
         self.bootstrap = list(bootstrap)
-        self.topics = topics or Topics.from_env()
+        self.topics = topics or Topics.from_settings(engine.settings)
         self.mode = mode
         self.batch_size = batch_size
         self.partitions = partitions
@@ -101,9 +102,10 @@ class KafkaPublisher:
         ])
         from kafka import KafkaProducer
 
-        binding.ensure_topics(self.bootstrap, self.topics.all(), partitions)
+        options = engine.settings.kafka_client_options()
+        binding.ensure_topics(self.bootstrap, self.topics.all(), partitions, options)
         self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                      client_id="closedloop-publish", **binding.client_options())
+                                      client_id="closedloop-publish", **options)
 
     def position(self) -> int:
         return publisher_position(self.engine, self.name)
@@ -111,9 +113,9 @@ class KafkaPublisher:
     def start_at_head(self) -> bool:
         """A first start that skips history: only what is appended from now on is sent."""
         with self.engine.storage.writing() as tx:
-            if tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = ?", [self.name]) is not None:
+            if tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [self.name]) is not None:
                 return False
-            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, updated) VALUES (?,?,?)",
+            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, updated) VALUES ({tx.marks(3)})",
                        [self.name, self.engine.log.head(), now_ms()])
         return True
 
@@ -147,13 +149,13 @@ class KafkaPublisher:
 
     def _advance(self, was: int, to: int) -> None:
         with self.engine.storage.writing() as tx:
-            row = tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = ?", [self.name])
+            row = tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [self.name])
             if row is None:
-                tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, updated) VALUES (?,?,?)",
+                tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, updated) VALUES ({tx.marks(3)})",
                            [self.name, to, now_ms()])
             elif row["position"] < to:
                 # another publisher may have gone further meanwhile: never move back
-                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ?, updated = ? WHERE name = ?",
+                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q}, updated = {tx.q} WHERE name = {tx.q}",
                            [to, now_ms(), self.name])
 
     def run(self, stop: threading.Event | None = None, interval: float = 1.0, tick: bool = True,
@@ -188,7 +190,7 @@ class KafkaPublisher:
 def publisher_position(engine: Engine, name: str = KafkaPublisher.name) -> int:
     try:
         with engine.storage.reading() as tx:
-            row = tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = ?", [name])
+            row = tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [name])
     except Exception:  # noqa: BLE001 - no publisher has run against this database yet
         return 0
     return row["position"] if row else 0

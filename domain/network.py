@@ -18,28 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from .facts import Fact, iso, parse_ms
-from .policy import HOUR, MINUTE, parse_duration
+from .policy import HOUR, MINUTE
 
 DAY = 24 * HOUR
 TIERS = ("authorized", "specialized", "center")
 TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 PERMIT_STATUSES = ("normal", "warning", "eliminated")
 
-_SWITCH = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _OFFSET = re.compile(r"^\s*(?:UTC|Z|([+-])(\d{1,2}):?(\d{2})?)\s*$", re.IGNORECASE)
-
-
-def parse_switch(name: str, text: str) -> bool:
-    try:
-        return _SWITCH[text.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{name} must be on or off (1/0, true/false, yes/no), not {text!r}") from None
 
 
 def parse_offset(text: str) -> int:
@@ -77,41 +68,6 @@ class DispatchPolicy:
     # a stream whose newest fact was recorded this much after it happened is history being
     # sent late: its deadlines are judged by the stream's time, not the wall clock
     behind: int = HOUR
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, auto_default: bool = False) -> "DispatchPolicy":
-        env = dict(os.environ if env is None else env)
-        values: dict[str, Any] = {"auto_dispatch": auto_default}
-        if env.get("CLOSEDLOOP_AUTO_DISPATCH"):
-            values["auto_dispatch"] = parse_switch("CLOSEDLOOP_AUTO_DISPATCH", env["CLOSEDLOOP_AUTO_DISPATCH"])
-        for name in ("accept_within", "escalate_after", "repeat_within", "behind"):
-            variable = "CLOSEDLOOP_BACKFILL_LAG" if name == "behind" else f"CLOSEDLOOP_{name.upper()}"
-            text = env.get(variable)
-            if text:
-                try:
-                    values[name] = parse_duration(text)
-                except ValueError as exc:
-                    raise ValueError(f"{variable}: {exc}") from None
-        if env.get("CLOSEDLOOP_MAX_REDISPATCHES"):
-            text = env["CLOSEDLOOP_MAX_REDISPATCHES"]
-            if not text.strip().isdigit():
-                raise ValueError(f"CLOSEDLOOP_MAX_REDISPATCHES must be a whole number, not {text!r}")
-            values["max_redispatches"] = int(text)
-        if env.get("CLOSEDLOOP_WARNING_SHARE"):
-            text = env["CLOSEDLOOP_WARNING_SHARE"]
-            try:
-                share = float(text)
-            except ValueError:
-                share = -1.0
-            if not 0 <= share <= 1:
-                raise ValueError(f"CLOSEDLOOP_WARNING_SHARE must be a number from 0 to 1, not {text!r}")
-            values["warning_share"] = share
-        if env.get("CLOSEDLOOP_UTC_OFFSET"):
-            try:
-                values["utc_offset"] = parse_offset(env["CLOSEDLOOP_UTC_OFFSET"])
-            except ValueError as exc:
-                raise ValueError(f"CLOSEDLOOP_UTC_OFFSET: {exc}") from None
-        return cls(**values)
 
     def fingerprint(self) -> str:
         """What the dispatcher's state depends on. The on/off switch is not part of it: turning

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from .facts import Fact
-from .network import parse_switch
 
 PART_FACTS = frozenset({"part.requested", "part.approved", "part.denied", "part.held", "part.shipped",
                         "part.delivered"})
@@ -40,26 +38,10 @@ class PartsRules:
     # none in the region's second-level warehouse: ship from the first-level one
     first_level_fallback: bool = True
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "PartsRules":
-        env = dict(os.environ if env is None else env)
-        values: dict[str, Any] = {}
-        if env.get("CLOSEDLOOP_AUTO_APPROVE_PARTS"):
-            values["auto_approve"] = parse_switch("CLOSEDLOOP_AUTO_APPROVE_PARTS", env["CLOSEDLOOP_AUTO_APPROVE_PARTS"])
-        if env.get("CLOSEDLOOP_PART_FIRST_LEVEL_FALLBACK"):
-            values["first_level_fallback"] = parse_switch("CLOSEDLOOP_PART_FIRST_LEVEL_FALLBACK",
-                                                          env["CLOSEDLOOP_PART_FIRST_LEVEL_FALLBACK"])
-        for name in ("max_quantity", "auto_quantity"):
-            text = env.get(f"CLOSEDLOOP_PART_{name.upper()}")
-            if text:
-                if not text.strip().isdigit() or int(text) < 1:
-                    raise ValueError(f"CLOSEDLOOP_PART_{name.upper()} must be a whole number of at least 1, "
-                                     f"not {text!r}")
-                values[name] = int(text)
-        rules = cls(**values)
-        if rules.auto_quantity > rules.max_quantity:
-            raise ValueError("CLOSEDLOOP_PART_AUTO_QUANTITY cannot be above CLOSEDLOOP_PART_MAX_QUANTITY")
-        return rules
+    def __post_init__(self) -> None:
+        if not 1 <= self.auto_quantity <= self.max_quantity:
+            raise ValueError(f"parts rules need 1 <= auto_quantity ({self.auto_quantity}) <= max_quantity "
+                             f"({self.max_quantity})")
 
     def fingerprint(self) -> str:
         blob = {k: v for k, v in asdict(self).items() if k != "auto_approve"}

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .facts import Fact, iso, parse_ms
@@ -58,26 +56,6 @@ class PermitRules:
     promise_grace: int = 2 * HOUR
     repeat_within: int = 30 * DAY
     review_every: int = 365 * DAY
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "PermitRules":
-        """CLOSEDLOOP_PERMIT_RULES: a JSON object, or the path of a JSON file, overriding defaults."""
-        env = dict(os.environ if env is None else env)
-        text = env.get("CLOSEDLOOP_PERMIT_RULES", "").strip()
-        overrides: dict[str, Any] = {}
-        if text:
-            if not text.startswith("{"):
-                path = Path(text)
-                if not path.is_file():
-                    raise PermitRulesError(f"CLOSEDLOOP_PERMIT_RULES: no JSON object and no file {text!r}")
-                text = path.read_text()
-            try:
-                overrides = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise PermitRulesError(f"CLOSEDLOOP_PERMIT_RULES is not valid JSON: {exc}") from None
-        if env.get("CLOSEDLOOP_REPEAT_WITHIN") and "repeat_within" not in overrides:
-            overrides["repeat_within"] = env["CLOSEDLOOP_REPEAT_WITHIN"]
-        return cls.from_mapping(overrides)
 
     @classmethod
     def from_mapping(cls, given: Any) -> "PermitRules":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -80,36 +79,6 @@ class LoopPolicy:
     intent_departments: dict[str, str] = field(
         default_factory=lambda: {"suggestion": "design", "purchase_interest": "sales"}
     )
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "LoopPolicy":
-        """Read overrides such as CLOSEDLOOP_HANDLE_WITHIN=36h from the environment."""
-        env = dict(os.environ if env is None else env)
-        overrides: dict[str, int] = {}
-        for name in (
-            "record_within",
-            "handle_within",
-            "appointment_grace",
-            "follow_up_within",
-            "review_within",
-            "feed_back_within",
-        ):
-            value = env.get(f"CLOSEDLOOP_{name.upper()}")
-            if value:
-                try:
-                    overrides[name] = parse_duration(value)
-                except ValueError as exc:
-                    raise ValueError(f"CLOSEDLOOP_{name.upper()}: {exc}") from None
-        routes: dict[str, dict[str, str]] = {}
-        for name, choices in (("feedback_departments", CAUSES), ("intent_departments", INTENTS)):
-            var = "CLOSEDLOOP_ROUTE_CAUSES" if name == "feedback_departments" else "CLOSEDLOOP_ROUTE_INTENTS"
-            value = env.get(var)
-            if value is not None:
-                try:
-                    routes[name] = parse_routes(value, choices)
-                except ValueError as exc:
-                    raise ValueError(f"{var}: {exc}") from None
-        return cls(**overrides, **routes)
 
     def fingerprint(self) -> str:
         """Views built under another policy are stale: this tells them apart."""

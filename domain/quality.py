@@ -9,14 +9,12 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from .facts import to_ms
-from .policy import parse_duration
 
 DAY_MS = 86_400_000
 JOBS = ("repair", "install", "maintenance", "guidance")
@@ -190,28 +188,6 @@ class QualityPolicy:
     penalties: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEFAULT_PENALTIES))
     # a repair of the same unit this soon after an earlier repair is a repeat repair
     repeat_within: int = 30 * DAY_MS  # one window for analytics and the permit (issue 4: 30 days)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "QualityPolicy":
-        env = dict(os.environ if env is None else env)
-        kwargs: dict[str, object] = {}
-        for var, name, parse in (
-            ("CLOSEDLOOP_PRICES", "prices", parse_prices),
-            ("CLOSEDLOOP_PENALTIES", "penalties", parse_penalties),
-            ("CLOSEDLOOP_REPEAT_WITHIN", "repeat_within", parse_duration),
-        ):
-            value = env.get(var)
-            if value is not None:
-                try:
-                    kwargs[name] = parse(value)
-                except ValueError as exc:
-                    raise ValueError(f"{var}: {exc}") from None
-        currency = env.get("CLOSEDLOOP_CURRENCY")
-        if currency is not None:
-            if not re.fullmatch(r"[A-Z]{3}", currency):
-                raise ValueError(f"CLOSEDLOOP_CURRENCY: {currency!r} is not an ISO 4217 code such as CNY")
-            kwargs["currency"] = currency
-        return cls(**kwargs)  # type: ignore[arg-type]
 
     def price(self, job: str, tier: str | None, at: int) -> int:
         """What a job is paid when it settles at `at`: the price list in force then."""

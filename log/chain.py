@@ -49,7 +49,7 @@ def extend(tx: Tx, previous: str, stored: Sequence[StoredEvent], positions: Sequ
     for s, pos in zip(stored, positions):
         previous = link(previous, pos, s.originator_id, s.originator_version, s.topic, s.state)
         rows.append((pos, previous))
-    tx.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash) VALUES (?, ?)", rows)
+    tx.insert_many(CHAIN_TABLE, ("position", "hash"), rows)
     return previous
 
 
@@ -71,7 +71,7 @@ def seal_unchained(storage: Storage) -> int:
             previous = link(previous, r["position"], r["originator_id"], r["originator_version"], r["topic"],
                             bytes(r["state"]))
             out.append((r["position"], previous))
-        tx.executemany(f"INSERT INTO {CHAIN_TABLE} (position, hash) VALUES (?, ?)", out)
+        tx.insert_many(CHAIN_TABLE, ("position", "hash"), out)
         return len(out)
 
 
@@ -101,15 +101,15 @@ def _walk(storage: Storage, batch: int) -> Iterator[tuple[int | None, Any, int |
         if ei == len(events) and not done_e:
             with storage.reading() as tx:
                 events = tx.all(f"SELECT {col} AS position, originator_id, originator_version, topic, state "
-                                f"FROM {EVENTS_TABLE} WHERE {col} > ? ORDER BY {col} LIMIT ?", [after_e, batch])
+                                f"FROM {EVENTS_TABLE} WHERE {col} > {tx.q} ORDER BY {col} LIMIT {tx.q}", [after_e, batch])
             ei = 0
             done_e = not events
             if events:
                 after_e = events[-1]["position"]
         if ci == len(links) and not done_c:
             with storage.reading() as tx:
-                links = tx.all(f"SELECT position, hash FROM {CHAIN_TABLE} WHERE position > ? ORDER BY position "
-                               "LIMIT ?", [after_c, batch])
+                links = tx.all(f"SELECT position, hash FROM {CHAIN_TABLE} WHERE position > {tx.q} ORDER BY position "
+                               f"LIMIT {tx.q}", [after_c, batch])
             ci = 0
             done_c = not links
             if links:
@@ -175,7 +175,7 @@ def take_checkpoint(storage: Storage, now: int) -> dict[str, Any]:
     with storage.writing() as tx:
         position, tip = last_link(tx)
         if position:
-            tx.execute(f"INSERT INTO {CHECKPOINTS_TABLE} (position, hash, taken) VALUES (?,?,?) "
+            tx.execute(f"INSERT INTO {CHECKPOINTS_TABLE} (position, hash, taken) VALUES ({tx.marks(3)}) "
                        "ON CONFLICT (position) DO NOTHING", [position, tip, now])
     return {"position": position, "hash": tip, "taken": now}
 

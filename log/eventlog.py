@@ -133,7 +133,7 @@ class EventLog:
         keys_list = list(keys)
         for i in range(0, len(keys_list), _CHUNK):
             chunk = keys_list[i : i + _CHUNK]
-            values = ",".join(["(?,?)"] * len(chunk))
+            values = ",".join([f"({tx.q},{tx.q})"] * len(chunk))
             params = [v for key in chunk for v in key]
             # a join from the keys, so that both databases look each one up by primary key
             # (SQLite scans the whole table for a row-value IN)
@@ -156,11 +156,11 @@ class EventLog:
             else:
                 versions[s] = v
         for i in range(0, len(missing), _CHUNK):
-            chunk = missing[i : i + _CHUNK]
+            among, params = tx.in_list("originator_id", missing[i : i + _CHUNK])
             rows = tx.all(
                 f"SELECT originator_id AS stream, MAX(originator_version) AS version FROM {EVENTS_TABLE} "
-                f"WHERE originator_id IN ({','.join(['?'] * len(chunk))}) GROUP BY originator_id",
-                chunk,
+                f"WHERE {among} GROUP BY originator_id",
+                params,
             )
             for row in rows:
                 versions[row["stream"]] = row["version"]
@@ -175,12 +175,13 @@ class EventLog:
         # The recorder's select_notifications builds an object per row that is thrown away
         # at once; reading its table straight into facts makes a replay a third faster.
         col = "rowid" if self.storage.dialect == "sqlite" else "notification_id"
-        bound = f" AND {col} <= ?" if upto is not None else ""
+        q = self.storage.q
+        bound = f" AND {col} <= {q}" if upto is not None else ""
         params = [after] + ([upto] if upto is not None else []) + [limit]
         with self.storage.reading() as tx:
             rows = tx.all(
-                f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} WHERE {col} > ?{bound} "
-                f"ORDER BY {col} LIMIT ?",
+                f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} WHERE {col} > {q}{bound} "
+                f"ORDER BY {col} LIMIT {q}",
                 params,
             )
         recent = self._recent
@@ -214,11 +215,12 @@ class EventLog:
 
     def stream(self, stream: str) -> list[Fact]:
         """One entity's history, in the order it was recorded."""
+        # not the recorder's select_events: a fact carries its position, which that does not give
         col = "rowid" if self.storage.dialect == "sqlite" else "notification_id"
         with self.storage.reading() as tx:
             rows = tx.all(
                 f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} "
-                "WHERE originator_id = ? ORDER BY originator_version",
+                f"WHERE originator_id = {tx.q} ORDER BY originator_version",
                 [stream],
             )
         return [decode(r["position"], r["topic"], bytes(r["state"])) for r in rows]
@@ -226,13 +228,13 @@ class EventLog:
     def stream_in(self, tx: Tx, stream: str) -> list[Fact]:
         """One entity's history, read inside a transaction already open (a reactor's)."""
         col = "rowid" if self.storage.dialect == "sqlite" else "notification_id"
-        rows = tx.all(f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} WHERE originator_id = ? "
+        rows = tx.all(f"SELECT {col} AS position, topic, state FROM {EVENTS_TABLE} WHERE originator_id = {tx.q} "
                       "ORDER BY originator_version", [stream])
         return [decode(r["position"], r["topic"], bytes(r["state"])) for r in rows]
 
     def receipt(self, source: str, event_id: str) -> int | None:
         with self.storage.reading() as tx:
-            row = tx.one(f"SELECT position FROM {RECEIPTS_TABLE} WHERE source = ? AND event_id = ?",
+            row = tx.one(f"SELECT position FROM {RECEIPTS_TABLE} WHERE source = {tx.q} AND event_id = {tx.q}",
                          [source, event_id])
         return row["position"] if row else None
 
@@ -287,10 +289,8 @@ class AppendSession:
         if self.tip is None:
             self.tip = chain.last_link(tx)[1]
         self.tip = chain.extend(tx, self.tip, stored_events, positions)
-        tx.executemany(
-            f"INSERT INTO {RECEIPTS_TABLE} (source, event_id, position, digest) VALUES (?,?,?,?)",
-            [(f.source, f.id, pos, d) for (f, d), pos in zip(fresh, positions)],
-        )
+        tx.insert_many(RECEIPTS_TABLE, ("source", "event_id", "position", "digest"),
+                       [(f.source, f.id, pos, d) for (f, d), pos in zip(fresh, positions)])
         result.stored = [
             Fact(f.type, f.subject, f.source, f.id, f.time_ms, f.data, recorded, pos)
             for (f, _), pos in zip(fresh, positions)

@@ -43,28 +43,30 @@ class Quarantine:
             body = _as_text(r.raw)
             row = tx.one(
                 f"INSERT INTO {TABLE} (received, channel, source, event_id, type, errors, body, status) "
-                "VALUES (?,?,?,?,?,?,?, 'open') RETURNING qid",
+                f"VALUES ({tx.marks(7)}, 'open') RETURNING qid",
                 [received, channel, r.source, r.id, r.type, orjson.dumps(r.errors).decode(), body],
             )
             ids.append(row["qid"])
         return ids
 
     def list(self, status: str | None = "open", limit: int = 100, offset: int = 0) -> dict[str, Any]:
-        where, params = ("WHERE status = ?", [status]) if status else ("", [])
+        q = self.storage.q
+        where, params = (f"WHERE status = {q}", [status]) if status else ("", [])
         with self.storage.reading() as tx:
             total = tx.one(f"SELECT COUNT(*) AS n FROM {TABLE} {where}", params)["n"]
-            rows = tx.all(f"SELECT * FROM {TABLE} {where} ORDER BY qid LIMIT ? OFFSET ?",
+            rows = tx.all(f"SELECT * FROM {TABLE} {where} ORDER BY qid LIMIT {q} OFFSET {q}",
                           params + [limit, offset])
         return {"total": int(total), "limit": limit, "offset": offset, "items": [_entry(r) for r in rows]}
 
     def get(self, qid: int) -> dict[str, Any] | None:
         with self.storage.reading() as tx:
-            row = tx.one(f"SELECT * FROM {TABLE} WHERE qid = ?", [qid])
+            row = tx.one(f"SELECT * FROM {TABLE} WHERE qid = {tx.q}", [qid])
         return _entry(row) if row else None
 
     def resolve(self, qid: int, status: str, resolution: str) -> None:
         with self.storage.writing() as tx:
-            tx.execute(f"UPDATE {TABLE} SET status = ?, resolved = ?, resolution = ? WHERE qid = ?",
+            q = tx.q
+            tx.execute(f"UPDATE {TABLE} SET status = {q}, resolved = {q}, resolution = {q} WHERE qid = {q}",
                        [status, now_ms(), resolution, qid])
 
 

@@ -1,27 +1,29 @@
 """Where the log and the views live: SQLite by default, PostgreSQL when configured.
 
-The log's table, its notification sequence and the reads by position and by stream are the
-`eventsourcing` library's recorders. What this module adds is one transaction shape for
+The log's table, its notification sequence and its head are the `eventsourcing` library's
+recorders, used through their public API. What this module adds is one transaction shape for
 both databases, so that an append, its idempotency receipts, and a view with its tracked
-position can each be written atomically with the same code.
+position can each be written atomically with the same code. A statement says its dialect
+when it is built (`Tx.q`, `Tx.in_list`, `Tx.insert_many`); nothing rewrites SQL afterwards.
+The few statements on the library's table that closedloop writes itself each say why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sqlite3
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import uuid4
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.persistence import OperationalError as EsOperationalError
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnectionPool, SQLiteDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
 EVENTS_TABLE = "closedloop_events"
 DEFAULT_URL = "sqlite:///data/closedloop.db"
@@ -31,72 +33,123 @@ class ConfigurationError(ValueError):
     """The storage settings cannot be used as given."""
 
 
-_IN_LIST = re.compile(r"(NOT\s+)?IN\s*\(\s*\?(?:\s*,\s*\?)+\s*\)|\?", re.I)
+class Params:
+    """How a statement is given its parameters on one database, chosen when it is built:
+    `q` is the placeholder (`?` on SQLite, `%s` on PostgreSQL), `marks(n)` n of them, and
+    `in_list` a list of values as one condition. Nothing rewrites a statement afterwards."""
+
+    __slots__ = ()
+    q: str
+    pg: bool
+
+    def marks(self, n: int) -> str:
+        """`n` placeholders, comma-separated (a VALUES row, an IN list)."""
+        return ",".join([self.q] * n)
+
+    def in_list(self, column: str, values: Sequence[Any], *, negate: bool = False) -> tuple[str, list[Any]]:
+        """`column IN (?, ...)` on SQLite, `column = ANY(array)` on PostgreSQL, with the
+        parameters that go with it. psycopg parses a statement in Python and caches only
+        short ones, so a batch's lookups of 400 keys each were parsed anew every time; one
+        array parameter keeps the statement the same whatever the count (binary: psycopg's
+        text format escapes every element in Python)."""
+        if self.pg:
+            return f"{column} {'<> ALL' if negate else '= ANY'}(%b)", [list(values)]
+        return f"{column} {'NOT IN' if negate else 'IN'} ({self.marks(len(values))})", list(values)
 
 
-def _any_arrays(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
-    out: list[Any] = []
-    i = 0
-
-    def swap(m: "re.Match[str]") -> str:
-        nonlocal i
-        text = m.group(0)
-        if text == "?":
-            out.append(params[i])
-            i += 1
-            return "%s"
-        k = text.count("?")
-        out.append(list(params[i : i + k]))
-        i += k
-        return "<> ALL(%b)" if m.group(1) else "= ANY(%b)"
-
-    statement = _IN_LIST.sub(swap, sql)
-    out.extend(params[i:])
-    return statement, out
-
-
-# table -> its columns' types, for the bulk inserts on PostgreSQL (the same in every schema)
+# table -> its columns' types, for the many-row inserts on PostgreSQL (the same in every schema)
 _COLUMN_TYPES: dict[str, dict[str, str]] = {}
+# (dialect, table, columns, conflict, update) -> the statements insert_many sends
+_INSERTS: dict[tuple[Any, ...], tuple[str, str | None]] = {}
 
 
-class Tx:
-    """One transaction; the same calls and `?` placeholders on both databases."""
+def _conflict_clause(conflict: Sequence[str] | None, update: Sequence[str] | str | None) -> str:
+    if conflict is None:
+        if update is not None:
+            raise ValueError("update= needs conflict= (the key whose rows are updated)")
+        return ""
+    target = f" ({', '.join(conflict)})" if conflict else ""
+    if update is None:
+        return f" ON CONFLICT{target} DO NOTHING"
+    if not conflict:
+        raise ValueError("update= needs the conflict key's columns")
+    sets = update if isinstance(update, str) else ", ".join(f"{c} = excluded.{c}" for c in update)
+    return f" ON CONFLICT{target} DO UPDATE SET {sets}"
 
-    __slots__ = ("_cur", "_pg", "append_locked")
+
+class Tx(Params):
+    """One transaction. Statements are written for the dialect by their caller, with
+    `tx.q`, `tx.marks(n)` and `tx.in_list(...)`; many rows go in with `insert_many`."""
+
+    __slots__ = ("_cur", "pg", "q", "append_locked")
 
     def __init__(self, cursor: Any, pg: bool) -> None:
         self._cur = cursor
-        self._pg = pg
+        self.pg = pg
+        self.q = "%s" if pg else "?"
         self.append_locked = False
 
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self._pg else sql
-
-    def _pg_query(self, sql: str, params: Sequence[Any]) -> tuple[str, Sequence[Any]]:
-        """`?` placeholders as psycopg's; a long `IN (?, ?, ...)` as `= ANY(array)`: psycopg
-        parses a statement in Python, and caches it only when short, so a batch's lookups of
-        400 keys each were parsed anew every time."""
-        if "IN (?," not in sql:
-            return sql.replace("?", "%s"), params
-        return _any_arrays(sql, params)
-
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        if self._pg:
-            self._cur.execute(*self._pg_query(sql, params))
-        else:
-            self._cur.execute(sql, params)
+        self._cur.execute(sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for each row (UPDATEs, DELETEs); rows to insert go to `insert_many`."""
+        if rows:
+            self._cur.executemany(sql, rows)
+
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                    conflict: Sequence[str] | None = None, update: Sequence[str] | str | None = None) -> None:
+        """`INSERT INTO table (columns) VALUES (...)` for each row, the same as one at a time.
+
+        `conflict`: the key of ON CONFLICT (`()` for any conflict); with no `update` the row
+        is skipped (DO NOTHING), else `update` is the columns set from the new row
+        (`c = excluded.c`) or a SET clause as written (`n = t.n + excluded.n`).
+
+        SQLite: one executemany (its loop is in C). PostgreSQL: psycopg spends ~100 µs of
+        Python per row of an executemany, so two rows or more go as ONE statement that
+        unnests a typed array per column, in binary; an upsert may not touch a row twice
+        in one statement, so rows sharing a conflict key go one at a time, as before."""
         if not rows:
             return
-        if self._pg:
-            bulk = _bulk_insert(sql, rows, self._column_types)
-            if bulk is not None:
-                # psycopg spends ~100 µs of Python per row of an executemany; one INSERT
-                # that unnests an array per column costs a fraction of that, and means the same
-                self._cur.execute(self._sql(bulk[0]), bulk[1])
+        columns = tuple(columns)
+        key = (self.pg, table, columns, None if conflict is None else tuple(conflict),
+               update if update is None or isinstance(update, str) else tuple(update))
+        built = _INSERTS.get(key)
+        if built is None:
+            built = self._build_insert(table, columns, conflict, update)
+            if built[1] is not None or not self.pg:
+                if len(_INSERTS) > 1000:
+                    _INSERTS.clear()
+                _INSERTS[key] = built
+        each, unnested = built
+        if unnested is None or len(rows) < 2:
+            self._cur.executemany(each, rows)
+            return
+        if update is not None and conflict:
+            at = [columns.index(c) for c in conflict]
+            if len(at) == 1:
+                k = at[0]
+                shared = len({r[k] for r in rows}) != len(rows)
+            else:
+                shared = len({tuple(r[i] for i in at) for r in rows}) != len(rows)
+            if shared:
+                self._cur.executemany(each, rows)
                 return
-        self._cur.executemany(self._sql(sql), rows)
+        self._cur.execute(unnested, [list(column) for column in zip(*rows)])
+
+    def _build_insert(self, table: str, columns: tuple[str, ...], conflict: Sequence[str] | None,
+                      update: Sequence[str] | str | None) -> tuple[str, str | None]:
+        """The statement for one row and, on PostgreSQL, the unnest one (None when the
+        table's column types are not found)."""
+        tail = _conflict_clause(conflict, update)
+        each = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))}){tail}"
+        if not self.pg:
+            return each, None
+        types = self._column_types(table)
+        if any(c not in types for c in columns):
+            return each, None
+        arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
+        return each, f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}"
 
     def _column_types(self, table: str) -> dict[str, str]:
         """A table's columns and their types, in order (PostgreSQL), asked once per process."""
@@ -112,76 +165,20 @@ class Tx:
         return known
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        self.execute(sql, params)
+        self._cur.execute(sql, params)
         return list(self._cur.fetchall())
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        self.execute(sql, params)
+        self._cur.execute(sql, params)
         return self._cur.fetchone()
 
     def rowcount(self) -> int:
-        return self._cur.rowcount if self._pg else self._cur.sqlite_cursor.rowcount
-
-    @property
-    def raw(self) -> Any:
-        return self._cur
+        return self._cur.rowcount if self.pg else self._cur.sqlite_cursor.rowcount
 
 
-_INSERT_VALUES = re.compile(
-    r"^\s*(INSERT\s+INTO\s+(\S+)\s*(?:\(([^)]*)\))?)\s*VALUES\s*\(((?:[^()']|'[^']*')*)\)(.*)$", re.S | re.I)
-_UPSERT_TARGET = re.compile(r"ON\s+CONFLICT\s*\(([^)]*)\)\s*DO\s+UPDATE", re.I)
-_VALUE_ITEMS = re.compile(r"\s*('[^']*'|[^,]+?)\s*(?:,|$)")
-
-
-def _bulk_insert(sql: str, rows: Sequence[Sequence[Any]],
-                 column_types: Callable[[str], dict[str, str]]) -> tuple[str, list[Any]] | None:
-    """`INSERT ... VALUES (?, ...) [ON CONFLICT ...]` for many rows as ONE statement that
-    unnests a typed array per column; None when that would not mean the same as one row at
-    a time. (An upsert may not touch one row twice in a statement: rows sharing a conflict
-    key go one at a time, as before.)"""
-    m = _INSERT_VALUES.match(sql)
-    if m is None or len(rows) < 2:
-        return None
-    head, table, columns, group, rest = m.groups()
-    items = [x for x in _VALUE_ITEMS.findall(group.strip())]
-    types = column_types(table)
-    names = [c.strip() for c in columns.split(",")] if columns else list(types)
-    if len(names) != len(items) or any(n not in types for n in names):
-        return None
-    upsert = _UPSERT_TARGET.search(rest)
-    if upsert is not None:
-        try:
-            key = [names.index(c.strip()) for c in upsert.group(1).split(",")]
-        except ValueError:
-            return None
-        places = [i for i, item in enumerate(items) if item == "?"]
-        if any(items[k] != "?" for k in key):
-            return None
-        at = [places.index(k) for k in key]
-        if len({tuple(r[i] for i in at) for r in rows}) != len(rows):
-            return None
-    select, arrays, aliases = [], [], []
-    for name, item in zip(names, items):
-        if item == "?":
-            alias = f"c{len(arrays)}"
-            # binary: psycopg's text format escapes every element with a regular expression
-            arrays.append(f"%b::{types[name]}[]")
-            aliases.append(alias)
-            select.append(f"u.{alias}")
-        else:
-            select.append(item)
-    if not arrays:
-        return None
-    params = [list(column) for column in zip(*rows)]
-    if len(params) != len(arrays):
-        return None
-    statement = (f"{head} SELECT {', '.join(select)} FROM unnest({', '.join(arrays)}) "
-                 f"AS u({', '.join(aliases)}){rest}")
-    return statement, params
-
-
-class Storage:
-    """A database holding the log and the views."""
+class Storage(Params):
+    """A database holding the log and the views. As `Params`, it gives a statement built
+    before a transaction opens (a query's WHERE list) the dialect's placeholders."""
 
     dialect: str
     url: str
@@ -234,29 +231,11 @@ class Storage:
         return self.url
 
 
-class _TunedPool(SQLiteConnectionPool):
-    """The library's pool, with the page cache sized for a log that grows to millions."""
-
-    synchronous = "FULL"
-    cache_kib = 131072
-
-    def _create_connection(self) -> Any:
-        conn = super()._create_connection()
-        raw = conn._sqlite_conn  # noqa: SLF001 - the library gives no hook for pragmas
-        raw.execute(f"PRAGMA cache_size=-{self.cache_kib}")
-        raw.execute(f"PRAGMA synchronous={self.synchronous}")
-        raw.execute("PRAGMA temp_store=MEMORY")
-        return conn
-
-
-class _Recorder(SQLiteApplicationRecorder):
-    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        # One executemany instead of the library's row-by-row inserts: the appender knows
-        # the positions it gets, because it holds the write lock while it appends.
-        c.executemany(
-            self.insert_events_statement,
-            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
-        )
+# The log's own statements. An append shares its transaction with the receipts, the hash
+# chain and a consumer's offsets, and the recorders' public insert_events commits on its own
+# connection; so closedloop writes these rows itself, into the library's table and columns.
+_SQLITE_INSERT_EVENTS = (f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
+                         "VALUES (?,?,?,?)")
 
 
 def _switch_to_wal(path: str) -> None:
@@ -298,6 +277,10 @@ def _immediate(conn: Any, cur: Any) -> Iterator[Tx]:
 
 class SQLiteStorage(Storage):
     dialect = "sqlite"
+    pg = False
+    q = "?"
+    # the page cache sized for a log that grows to millions
+    cache_kib = 131072
     types = {"bigint": "INTEGER", "blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
     def __init__(self, url: str, path: str, synchronous: str | None = None, cache_kib: int | None = None) -> None:
@@ -313,17 +296,16 @@ class SQLiteStorage(Storage):
             db_name = path if path.startswith("file:") else f"file:closedloop-{uuid4().hex}?mode=memory&cache=shared"
         self.datastore = SQLiteDatastore(db_name, originator_id_type="text", pool_size=8, max_overflow=32,
                                          lock_timeout=30)
-        self.datastore.pool.close()
-        pool = _TunedPool(db_name=db_name, lock_timeout=30, pool_size=8, max_overflow=32)
         # FULL by default: an acknowledged event survives a power cut. Appends are
         # batched, so the fsync per commit costs little; NORMAL is there for benchmarks.
-        pool.synchronous = (synchronous or os.environ.get("CLOSEDLOOP_SQLITE_SYNCHRONOUS", "FULL")).upper()
+        self.synchronous = (synchronous or "FULL").upper()
         if cache_kib is not None:
-            pool.cache_kib = cache_kib
-        if pool.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            self.cache_kib = cache_kib
+        if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigurationError("CLOSEDLOOP_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
-        self.datastore.pool = pool
-        self.recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
+        # the pool's connections this store has set its pragmas on (see `_connection`)
+        self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.recorder = SQLiteApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
         # Processes opening a new file at the same moment: switching it to WAL takes a lock that
         # does not wait, so the one that loses waits a moment and tries again.
         for attempt in range(20):
@@ -336,8 +318,21 @@ class SQLiteStorage(Storage):
                 time.sleep(0.05 * (attempt + 1))
 
     @contextmanager
+    def _connection(self, commit: bool) -> Iterator[Any]:
+        """A connection from the library's pool, with this store's pragmas set the first time
+        it is lent (the pool has no hook for them, and they hold for the connection's life)."""
+        with self.datastore.get_connection(commit=commit) as conn:
+            if conn not in self._tuned:
+                with conn.cursor() as c:
+                    c.execute(f"PRAGMA cache_size=-{self.cache_kib}")
+                    c.execute(f"PRAGMA synchronous={self.synchronous}")
+                    c.execute("PRAGMA temp_store=MEMORY")
+                self._tuned.add(conn)
+            yield conn
+
+    @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:
-        with self.datastore.get_connection(commit=True) as conn:
+        with self._connection(commit=True) as conn:
             cur = conn.cursor()
             try:
                 with _immediate(conn, cur) as tx:
@@ -347,7 +342,7 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def reading(self) -> Iterator[Tx]:
-        with self.datastore.get_connection(commit=False) as conn:
+        with self._connection(commit=False) as conn:
             cur = conn.cursor()
             cur.execute("BEGIN")
             try:
@@ -360,7 +355,7 @@ class SQLiteStorage(Storage):
     def writing_attached(self, path: str, alias: str = "part") -> Iterator[Tx]:
         """A write transaction that also sees another database file as `alias.<table>`:
         copying a rebuild worker's tables in is one INSERT ... SELECT each, in C."""
-        with self.datastore.get_connection(commit=True) as conn:
+        with self._connection(commit=True) as conn:
             cur = conn.cursor()
             cur.execute(f"ATTACH DATABASE ? AS {alias}", [path])
             try:
@@ -375,15 +370,18 @@ class SQLiteStorage(Storage):
         return self.path == ":memory:" or "mode=memory" in self.path
 
     def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:
+        # The write lock is held (BEGIN IMMEDIATE) from before the head is read to the commit,
+        # so the rows get the rowids that follow it, in the order given.
         head = tx.one(f"SELECT MAX(rowid) AS head FROM {EVENTS_TABLE}")["head"] or 0
-        self.recorder._insert_events(tx.raw, stored)  # noqa: SLF001
+        tx.executemany(_SQLITE_INSERT_EVENTS,
+                       [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored])
         return list(range(head + 1, head + 1 + len(stored)))
 
     def compact(self) -> None:
         # A replay reads the whole log: through a WAL of hundreds of megabytes that
         # costs a third of its speed, so fold the WAL into the database first.
-        with self.datastore.get_connection(commit=True) as conn:
-            conn._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # noqa: SLF001
+        with self._connection(commit=True) as conn, conn.cursor() as c:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self.datastore.close()
@@ -391,6 +389,8 @@ class SQLiteStorage(Storage):
 
 class PostgresStorage(Storage):
     dialect = "postgresql"
+    pg = True
+    q = "%s"
     types = {"bigint": "BIGINT", "blob": "BYTEA", "serial": "BIGSERIAL PRIMARY KEY"}
 
     def __init__(self, url: str, *, dbname: str, host: str, port: int, user: str, password: str,
@@ -429,9 +429,16 @@ class PostgresStorage(Storage):
                 self.recorder.create_table()
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [self._ddl_key])
+        # Appends are ordered by a table lock, as the library's recorder orders its own: positions
+        # are handed out in commit order, so a follower never skips a gap that a slower
+        # transaction fills in later (EXCLUSIVE does not block readers). A waiter gives up after
+        # the datastore's lock timeout. NOTIFY wakes the library's subscribers at the commit.
+        self._lock_statements = (f"SET LOCAL lock_timeout = '{int(self.datastore.lock_timeout)}s'",
+                                 f'LOCK TABLE "{schema}".{EVENTS_TABLE} IN EXCLUSIVE MODE')
+        self._notify_statement = f'NOTIFY "{self.recorder.channel_name}"'
 
     def lock_ddl(self, tx: Tx) -> None:
-        tx.execute("SELECT pg_advisory_xact_lock(?)", [self._ddl_key])
+        tx.execute("SELECT pg_advisory_xact_lock(%s)", [self._ddl_key])
 
     @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:
@@ -442,13 +449,13 @@ class PostgresStorage(Storage):
             yield tx
 
     def lock_for_append(self, tx: Tx) -> None:
-        # The library's table lock: positions are handed out in commit order, so a follower
-        # never skips a gap that a slower transaction fills in later. It is taken as late as
-        # possible (just before the first insert) and held to the commit: what a transaction
-        # works out before (a reactor's decisions, a batch's digests) runs beside other
-        # processes' appends instead of queueing behind them.
+        # The append lock (see `_lock_statements`) is taken as late as possible (just before
+        # the first insert) and held to the commit: what a transaction works out before (a
+        # reactor's decisions, a batch's digests) runs beside other processes' appends
+        # instead of queueing behind them.
         if not tx.append_locked:
-            self.recorder._lock_table(tx.raw)  # noqa: SLF001
+            for statement in self._lock_statements:
+                tx.execute(statement)
             tx.append_locked = True
 
     @contextmanager
@@ -459,28 +466,30 @@ class PostgresStorage(Storage):
     def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:
         if not stored:
             return []
-        self.recorder._notify_channel(tx.raw)  # noqa: SLF001
+        tx.execute(self._notify_statement)
         # The library inserts an array of a composite type, which psycopg writes out as text
         # in Python, escaping every state with a regular expression: ~50 µs of this process's
         # CPU per event, all of it under the append lock. Four arrays in binary say the same
         # (the same table, the same unnest, positions handed out in the array's order) for
         # a fifteenth of that.
-        tx.raw.execute(_INSERT_EVENTS, [[e.originator_id for e in stored], [e.originator_version for e in stored],
-                                        [e.topic for e in stored], [e.state for e in stored]])
-        return [row["notification_id"] for row in tx.raw.fetchall()]
+        rows = tx.all(_PG_INSERT_EVENTS, [[e.originator_id for e in stored], [e.originator_version for e in stored],
+                                          [e.topic for e in stored], [e.state for e in stored]])
+        return [row["notification_id"] for row in rows]
 
     def close(self) -> None:
         self.datastore.close()
 
 
-_INSERT_EVENTS = (f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
-                  "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) RETURNING notification_id")
+_PG_INSERT_EVENTS = (f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
+                     "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
+                     "RETURNING notification_id")
 
 
-def open_storage(url: str | None = None) -> Storage:
+def open_storage(url: str | None = None, synchronous: str | None = None) -> Storage:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:` or
-    `postgresql://user:pass@host:port/db?schema=name`."""
-    url = url or os.environ.get("CLOSEDLOOP_DATABASE_URL") or DEFAULT_URL
+    `postgresql://user:pass@host:port/db?schema=name` (None: DEFAULT_URL); `synchronous` is
+    SQLite's durability (OFF, NORMAL, FULL, the default, or EXTRA)."""
+    url = url or DEFAULT_URL
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
@@ -489,7 +498,7 @@ def open_storage(url: str | None = None) -> Storage:
         if not path:
             raise ConfigurationError(f"no file in {url!r}: try sqlite:///data/closedloop.db")
         try:
-            return SQLiteStorage(url, path)
+            return SQLiteStorage(url, path, synchronous=synchronous)
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open SQLite database {path!r}: {exc}") from exc
     if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
@@ -510,3 +519,27 @@ def open_storage(url: str | None = None) -> Storage:
         f"CLOSEDLOOP_DATABASE_URL {url!r} is not understood: use sqlite:///path/to/file.db "
         "or postgresql://user@host:port/db"
     )
+
+
+def database_exists(url: str) -> bool:
+    """Whether a closedloop database is already at `url`, found without creating anything:
+    SQLite, its file; PostgreSQL, the log's table in the URL's schema. A command that only
+    reads asks this first, so that a mistyped URL is said, not answered with a new empty one."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        if parsed.netloc == ":memory:" or path in ("", ":memory:") or "mode=memory" in path:
+            return False  # nothing outlives the process that made it
+        return Path(path).is_file()
+    if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        import psycopg
+
+        schema = (parse_qs(parsed.query).get("schema") or ["public"])[0]
+        with psycopg.connect(dbname=parsed.path.lstrip("/"), host=parsed.hostname or "127.0.0.1",
+                             port=parsed.port or 5432,
+                             user=unquote(parsed.username or os.environ.get("PGUSER", "postgres")),
+                             password=unquote(parsed.password or os.environ.get("PGPASSWORD", "")),
+                             connect_timeout=10) as conn:
+            found = conn.execute("SELECT to_regclass(%s)", [f'"{schema}".{EVENTS_TABLE}']).fetchone()
+        return found is not None and found[0] is not None
+    return True  # not a URL open_storage knows: let it say so

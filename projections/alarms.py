@@ -16,21 +16,22 @@ from .network import ALARMS
 
 def alarms(storage: Storage, at: int, state: str = "open", outlet_id: str | None = None, case_id: str | None = None,
            level: int | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    where, params = ["time <= ?"], [at]
+    q = storage.q
+    where, params = [f"time <= {q}"], [at]
     if state == "open":
-        where.append("(resolved IS NULL OR resolved > ?)")
+        where.append(f"(resolved IS NULL OR resolved > {q})")
         params.append(at)
     elif state == "resolved":
-        where.append("resolved <= ?")
+        where.append(f"resolved <= {q}")
         params.append(at)
     for column, value in (("outlet_id", outlet_id), ("case_id", case_id), ("level", level)):
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(f"{column} = {q}")
             params.append(value)
     clause = " AND ".join(where)
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM {ALARMS} WHERE {clause}", params)["n"]
-        rows = tx.all(f"SELECT * FROM {ALARMS} WHERE {clause} ORDER BY time DESC, case_id, level LIMIT ? OFFSET ?",
+        rows = tx.all(f"SELECT * FROM {ALARMS} WHERE {clause} ORDER BY time DESC, case_id, level LIMIT {q} OFFSET {q}",
                       params + [limit, offset])
     items = []
     for r in rows:

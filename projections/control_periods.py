@@ -36,13 +36,14 @@ def _change(current: dict[str, Any], previous: dict[str, Any] | None) -> dict[st
 
 
 def _day_counts(storage: Storage, start: int, end: int, at: int, col: str | None) -> list[Any]:
-    sums = ", ".join(f"SUM(CASE WHEN {c} <= ? THEN 1 ELSE 0 END) AS {m}" for m, c in MEASURES.items())
+    q = storage.q
+    sums = ", ".join(f"SUM(CASE WHEN {c} <= {q} THEN 1 ELSE 0 END) AS {m}" for m, c in MEASURES.items())
     key = col or "NULL"
     group = f"started / {DAY_MS}" + (f", {col}" if col else "")
     with storage.reading() as tx:
         return tx.all(
             f"SELECT started / {DAY_MS} AS day, {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
-            f"WHERE service = 1 AND started >= ? AND started < ? AND started <= ? GROUP BY {group}",
+            f"WHERE service = 1 AND started >= {q} AND started < {q} AND started <= {q} GROUP BY {group}",
             [at] * len(MEASURES) + [start, end, at],
         )
 
@@ -64,8 +65,8 @@ def _flagged(storage: Storage, start: int, end: int, at: int, col: str | None) -
     with storage.reading() as tx:
         return tx.all(
             f"SELECT item, case_id, call_id, started, {key} AS grp, complained, dissatisfied, first_leak FROM {ITEMS} "
-            "WHERE service = 1 AND started >= ? AND started < ? AND started <= ? AND "
-            "(complained <= ? OR dissatisfied <= ? OR first_leak <= ?) ORDER BY started, item",
+            f"WHERE service = 1 AND started >= {tx.q} AND started < {tx.q} AND started <= {tx.q} AND "
+            f"(complained <= {tx.q} OR dissatisfied <= {tx.q} OR first_leak <= {tx.q}) ORDER BY started, item",
             [start, end, at, at, at, at],
         )
 
@@ -171,19 +172,20 @@ def control_cases(storage: Storage, start: int, end: int, at: int, measure: str,
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}")
     column = MEASURES[measure]
-    where = ["service = 1", "started >= ?", "started < ?", "started <= ?", f"{column} <= ?"]
+    q = storage.q
+    where = ["service = 1", f"started >= {q}", f"started < {q}", f"started <= {q}", f"{column} <= {q}"]
     params: list[Any] = [start, end, at, at]
     for name, value in filters.items():
         if name not in GROUPS:
             raise ValueError(f"filter {name!r}: one of {', '.join(GROUPS)}")
         if value is not None:
-            where.append(f"{GROUPS[name]} = ?")
+            where.append(f"{GROUPS[name]} = {q}")
             params.append(value)
     clause = " AND ".join(where)
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM {ITEMS} WHERE {clause}", params)["n"]
         rows = tx.all(f"SELECT item, case_id, call_id, started, region, outlet_id, product_line, technician_id, "
-                      f"{column} AS happened FROM {ITEMS} WHERE {clause} ORDER BY {column}, item LIMIT ? OFFSET ?",
+                      f"{column} AS happened FROM {ITEMS} WHERE {clause} ORDER BY {column}, item LIMIT {q} OFFSET {q}",
                       params + [limit, offset])
         leaks: dict[str, Any] = {}
         if measure == "omission" and rows:
@@ -191,13 +193,14 @@ def control_cases(storage: Storage, start: int, end: int, at: int, measure: str,
             cases = [r["case_id"] for r in rows if r["case_id"]]
             found = []
             if cases:
-                found += tx.all(f"SELECT item, case_id, stage, due, owner FROM {SPANS} WHERE case_id IN "
-                                f"({','.join('?' * len(cases))}) AND due <= ? AND (closed IS NULL OR closed > due) "
-                                "ORDER BY due", cases + [at])
+                among, params = tx.in_list("case_id", cases)
+                found += tx.all(f"SELECT item, case_id, stage, due, owner FROM {SPANS} WHERE {among} "
+                                f"AND due <= {q} AND (closed IS NULL OR closed > due) ORDER BY due", params + [at])
             calls = [n for n in names if n.startswith("call:")]
             if calls:
-                found += tx.all(f"SELECT item, case_id, stage, due, owner FROM {SPANS} WHERE item IN "
-                                f"({','.join('?' * len(calls))}) AND due <= ? ORDER BY due", calls + [at])
+                among, params = tx.in_list("item", calls)
+                found += tx.all(f"SELECT item, case_id, stage, due, owner FROM {SPANS} WHERE {among} "
+                                f"AND due <= {q} ORDER BY due", params + [at])
             for s in sorted(found, key=lambda s: s["due"]):
                 leaks.setdefault(s["case_id"] or s["item"], s)
     items = []

@@ -89,30 +89,31 @@ def _counts(tx: Any, start: int, end: int, at: int, by: str | None) -> list[dict
     stop = min(end, at + 1)
     first, last = -(-start // DAY_MS), stop // DAY_MS  # the whole days: [first, last)
     counts: dict[Any, dict[str, int]] = defaultdict(lambda: dict.fromkeys(["services", *MEASURES], 0))
+    q = tx.q
     if first >= last:
         cuts = [(start, stop)] if start < stop else []
     else:
         cuts = [(start, first * DAY_MS), (last * DAY_MS, stop)]
         dim = by or ""
         for r in tx.all(f"SELECT grp, SUM(services) AS services, {', '.join(f'SUM({c}) AS {m}' for m, c in MEASURES.items())} "
-                        f"FROM {CONTROL_DAYS} WHERE dim = ? AND day >= ? AND day < ? GROUP BY grp", [dim, first, last]):
+                        f"FROM {CONTROL_DAYS} WHERE dim = {q} AND day >= {q} AND day < {q} GROUP BY grp", [dim, first, last]):
             c = counts[unkey(r["grp"]) if by else None]
             for name in ("services", *MEASURES):
                 c[name] += int(r[name])
         col = GROUPS[by] if by else "NULL"
         group = f" GROUP BY {col}" if by else ""
         for measure, mark in MEASURES.items():
-            for r in tx.all(f"SELECT {col} AS grp, COUNT(*) AS n FROM {ITEMS} WHERE {mark} > ? AND +started >= ? "
-                            f"AND +started < ? AND +service = 1{group}", [at, first * DAY_MS, last * DAY_MS]):
+            for r in tx.all(f"SELECT {col} AS grp, COUNT(*) AS n FROM {ITEMS} WHERE {mark} > {q} AND +started >= {q} "
+                            f"AND +started < {q} AND +service = 1{group}", [at, first * DAY_MS, last * DAY_MS]):
                 counts[r["grp"]][measure] -= int(r["n"])  # the `+`: by the mark's small index, not the days
-    sums = ", ".join(f"SUM(CASE WHEN {col} <= ? THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items())
+    sums = ", ".join(f"SUM(CASE WHEN {col} <= {q} THEN 1 ELSE 0 END) AS {measure}" for measure, col in MEASURES.items())
     key = GROUPS[by] if by else "NULL"
     group = f"GROUP BY {key}" if by else ""
     for a, b in cuts:
         if a >= b:
             continue
         for r in tx.all(f"SELECT {key} AS grp, COUNT(*) AS services, {sums} FROM {ITEMS} "
-                        f"WHERE service = 1 AND started >= ? AND started < ? {group}", [at] * len(MEASURES) + [a, b]):
+                        f"WHERE service = 1 AND started >= {q} AND started < {q} {group}", [at] * len(MEASURES) + [a, b]):
             if not r["services"]:
                 continue
             c = counts[r["grp"]]

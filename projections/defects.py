@@ -56,12 +56,13 @@ def _load(storage: Storage, period: Period, filters: dict[str, Any], months: boo
           parts: bool = False) -> list[dict[str, Any]]:
     """Completed services of the period matching the column filters; `months` and `parts`
     also work out months in service and decode the parts used (only where asked: they cost)."""
-    where = ["completed IS NOT NULL", "completed >= ?", "completed < ?", "completed <= ?"]
+    q = storage.q
+    where = ["completed IS NOT NULL", f"completed >= {q}", f"completed < {q}", f"completed <= {q}"]
     params: list[Any] = [period.start, period.end, period.at]
     for name in FILTERS:
         value = filters.get(name)
         if value is not None:
-            where.append(f"{name} = ?")
+            where.append(f"{name} = {q}")
             params.append(value)
     with storage.reading() as tx:
         rows = tx.all(f"SELECT {', '.join(_COLUMNS)} FROM {SERVICES} WHERE {' AND '.join(where)} "
@@ -96,10 +97,9 @@ def _repeats(storage: Storage, period: Period, rows: list[dict[str, Any]], polic
     history: dict[str, list[tuple[int, str]]] = defaultdict(list)
     with storage.reading() as tx:
         for i in range(0, len(units), 400):
-            chunk = units[i : i + 400]
+            among, params = tx.in_list("unit", units[i : i + 400])
             for r in tx.all(f"SELECT unit, case_id, completed FROM {SERVICES} WHERE job = 'repair' AND completed "
-                            f"IS NOT NULL AND completed <= ? AND unit IN ({','.join('?' * len(chunk))})",
-                            [period.at] + chunk):
+                            f"IS NOT NULL AND completed <= {tx.q} AND {among}", [period.at, *params]):
                 history[r["unit"]].append((r["completed"], r["case_id"]))
     found: dict[str, Any] = {}
     for r in rows:
@@ -221,10 +221,11 @@ def failures_by_batch(storage: Storage, period: Period, by: str = "batch", filte
 
 def _shipped(storage: Storage, keys: tuple[str, ...], at: int, filters: dict[str, Any]) -> dict[tuple, int]:
     cols = ", ".join(keys)
-    where, params = "time <= ?", [at]
+    q = storage.q
+    where, params = f"time <= {q}", [at]
     for name in ("model", "product_line", "production_batch", "plant"):
         if filters.get(name) is not None:
-            where += f" AND {name} = ?"
+            where += f" AND {name} = {q}"
             params.append(filters[name])
     with storage.reading() as tx:
         rows = tx.all(f"SELECT {cols}, SUM(quantity) AS units FROM {SHIPMENTS} WHERE {where} GROUP BY {cols}", params)

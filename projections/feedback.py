@@ -27,7 +27,7 @@ import orjson
 from closedloop.domain.facts import Fact, iso, parse_ms
 from closedloop.domain.feedback import OWING, FeedbackItem
 from closedloop.domain.policy import LoopPolicy
-from closedloop.log.storage import Storage, Tx
+from closedloop.log.storage import Params, Storage, Tx
 
 SCHEMA_VERSION = "feedback-2"
 
@@ -75,8 +75,8 @@ class FeedbackView:
     def apply(self, tx: Tx, facts: Sequence[Fact]) -> None:
         fb_ids = sorted({f.subject for f in facts if f.type.startswith("feedback.")})
         ids: dict[str, tuple[str | None, list[list[Any]]]] = {}
-        for chunk, marks in _chunks(fb_ids):
-            for row in tx.all(f"SELECT * FROM {IDS} WHERE feedback_id IN ({marks})", chunk):
+        for among, params in _chunks(tx, "feedback_id", fb_ids):
+            for row in tx.all(f"SELECT * FROM {IDS} WHERE {among}", params):
                 ids[row["feedback_id"]] = (row["item_key"], orjson.loads(row["entries"]))
         dirty_items: set[str] = set()
         dirty_ids: set[str] = set()
@@ -99,37 +99,33 @@ class FeedbackView:
                     completions[f.subject] = (f.time_ms, f.data["cause"])
         if completions:
             self._completions(tx, completions, dirty_items)
-        tx.executemany(
-            f"INSERT INTO {IDS} (feedback_id, item_key, entries) VALUES (?,?,?) ON CONFLICT (feedback_id) "
-            "DO UPDATE SET item_key = excluded.item_key, entries = excluded.entries",
-            [(fid, ids[fid][0], orjson.dumps(ids[fid][1]).decode()) for fid in sorted(dirty_ids)],
-        )
+        tx.insert_many(IDS, ("feedback_id", "item_key", "entries"),
+                       [(fid, ids[fid][0], orjson.dumps(ids[fid][1]).decode()) for fid in sorted(dirty_ids)],
+                       conflict=("feedback_id",), update=("item_key", "entries"))
         if dirty_items:
             self._rebuild_items(tx, sorted(dirty_items))
 
     def _completions(self, tx: Tx, completions: dict[str, tuple[int, str]], dirty_items: set[str]) -> None:
         cases = sorted(completions)
-        for chunk, marks in _chunks(cases):
-            for row in tx.all(f"SELECT * FROM {CASES} WHERE case_id IN ({marks})", chunk):
+        for among, params in _chunks(tx, "case_id", cases):
+            for row in tx.all(f"SELECT * FROM {CASES} WHERE {among}", params):
                 if row["completed"] <= completions[row["case_id"]][0]:
                     completions[row["case_id"]] = (row["completed"], row["cause"])
-            for row in tx.all(f"SELECT item_key FROM {ITEMS} WHERE case_id IN ({marks})", chunk):
+            for row in tx.all(f"SELECT item_key FROM {ITEMS} WHERE {among}", params):
                 dirty_items.add(row["item_key"])
-        tx.executemany(
-            f"INSERT INTO {CASES} (case_id, completed, cause) VALUES (?,?,?) ON CONFLICT (case_id) "
-            "DO UPDATE SET completed = excluded.completed, cause = excluded.cause",
-            [(c, completions[c][0], completions[c][1]) for c in cases],
-        )
+        tx.insert_many(CASES, ("case_id", "completed", "cause"),
+                       [(c, completions[c][0], completions[c][1]) for c in cases],
+                       conflict=("case_id",), update=("completed", "cause"))
 
     def _rebuild_items(self, tx: Tx, keys: list[str]) -> None:
         members: dict[str, list[tuple[str, list[list[Any]]]]] = {k: [] for k in keys}
-        for chunk, marks in _chunks(keys):
-            for row in tx.all(f"SELECT * FROM {IDS} WHERE item_key IN ({marks})", chunk):
+        for among, params in _chunks(tx, "item_key", keys):
+            for row in tx.all(f"SELECT * FROM {IDS} WHERE {among}", params):
                 members[row["item_key"]].append((row["feedback_id"], orjson.loads(row["entries"])))
         case_ids = sorted({k.split(":")[1] for k in keys if k.startswith("case:")})
         completed: dict[str, tuple[int, str]] = {}
-        for chunk, marks in _chunks(case_ids):
-            for row in tx.all(f"SELECT * FROM {CASES} WHERE case_id IN ({marks})", chunk):
+        for among, params in _chunks(tx, "case_id", case_ids):
+            for row in tx.all(f"SELECT * FROM {CASES} WHERE {among}", params):
                 completed[row["case_id"]] = (row["completed"], row["cause"])
         items, phases = [], []
         for key in keys:
@@ -139,14 +135,10 @@ class FeedbackView:
             row, spans = built
             items.append(tuple(row[c] for c in _ITEM_COLUMNS))
             phases.extend(spans)
-        for chunk, marks in _chunks(keys):
-            tx.execute(f"DELETE FROM {PHASES} WHERE item_key IN ({marks})", chunk)
-        cols = ",".join(_ITEM_COLUMNS)
-        updates = ",".join(f"{c} = excluded.{c}" for c in _ITEM_COLUMNS[1:])
-        tx.executemany(f"INSERT INTO {ITEMS} ({cols}) VALUES ({','.join('?' * len(_ITEM_COLUMNS))}) "
-                       f"ON CONFLICT (item_key) DO UPDATE SET {updates}", items)
-        tx.executemany(f"INSERT INTO {PHASES} (item_key, department, phase, opened, closed, due, owner) "
-                       "VALUES (?,?,?,?,?,?,?)", phases)
+        for among, params in _chunks(tx, "item_key", keys):
+            tx.execute(f"DELETE FROM {PHASES} WHERE {among}", params)
+        tx.insert_many(ITEMS, _ITEM_COLUMNS, items, conflict=("item_key",), update=_ITEM_COLUMNS[1:])
+        tx.insert_many(PHASES, ("item_key", "department", "phase", "opened", "closed", "due", "owner"), phases)
 
     def _item(self, key: str, members: list[tuple[str, list[list[Any]]]],
               completed: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], list[tuple[Any, ...]]] | None:
@@ -225,10 +217,10 @@ def _lite(f: Fact) -> dict[str, Any]:
     return {"verified": d["verified"], **({"note": d["note"]} if d.get("note") else {})}
 
 
-def _chunks(keys: list[str], size: int = 400):
+def _chunks(tx: Tx, column: str, keys: list[str], size: int = 400):
+    """`column` among `keys`, `size` at a time: (condition, parameters)."""
     for i in range(0, len(keys), size):
-        chunk = keys[i : i + size]
-        yield chunk, ",".join("?" * len(chunk))
+        yield tx.in_list(column, keys[i : i + size])
 
 
 # --- questions ----------------------------------------------------------------------------------
@@ -236,17 +228,18 @@ STATUSES = ("awaiting_owner", "acting", "reopened", "acknowledged", "verified")
 FILTERS = ("open", "overdue", "closed", *STATUSES)
 
 
-def _standing_sql(status: str | None) -> tuple[str, list[Any]]:
+def _standing_sql(db: Params, status: str | None) -> tuple[str, list[Any]]:
     """SQL over phases `p` (covering T) for a status filter; params take T where needed."""
     if status is None:
         return "", []
     if status == "open":
-        return f" AND p.phase IN ({','.join('?' * len(OWING))})", sorted(OWING)
+        among, params = db.in_list("p.phase", sorted(OWING))
+        return f" AND {among}", params
     if status == "overdue":
-        return " AND p.due IS NOT NULL AND p.due <= ?", ["__at__"]
+        return f" AND p.due IS NOT NULL AND p.due <= {db.q}", ["__at__"]
     if status == "closed":
         return " AND p.phase IN ('acknowledged', 'verified')", []
-    return " AND p.phase = ?", [status]
+    return f" AND p.phase = {db.q}", [status]
 
 
 def items(storage: Storage, at: int, department: str | None = None, status: str | None = None,
@@ -254,27 +247,29 @@ def items(storage: Storage, at: int, department: str | None = None, status: str 
     """Items routed by T, where each stood at T; filtered by department and standing."""
     if status is not None and status not in FILTERS:
         raise ValueError(f"status must be one of {', '.join(FILTERS)}")
-    where, params = _where(at, department, status, case_id)
+    where, params = _where(storage, at, department, status, case_id)
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM {ITEMS} i JOIN {PHASES} p ON p.item_key = i.item_key "
                        f"WHERE {where}", params)["n"]
         rows = tx.all(f"SELECT i.*, p.phase AS at_phase, p.due AS at_due, p.owner AS at_owner FROM {ITEMS} i "
                       f"JOIN {PHASES} p ON p.item_key = i.item_key WHERE {where} "
-                      "ORDER BY i.routed, i.item_key LIMIT ? OFFSET ?", params + [limit, offset])
+                      f"ORDER BY i.routed, i.item_key LIMIT {tx.q} OFFSET {tx.q}", params + [limit, offset])
     return {"as_of": iso(at), "department": department, "status": status, "total": int(total), "limit": limit,
             "offset": offset, "items": [_describe(r, at) for r in rows]}
 
 
-def _where(at: int, department: str | None, status: str | None, case_id: str | None) -> tuple[str, list[Any]]:
-    where = "i.routed <= ? AND p.opened <= ? AND (p.closed IS NULL OR p.closed > ?)"
+def _where(db: Params, at: int, department: str | None, status: str | None,
+           case_id: str | None) -> tuple[str, list[Any]]:
+    q = db.q
+    where = f"i.routed <= {q} AND p.opened <= {q} AND (p.closed IS NULL OR p.closed > {q})"
     params: list[Any] = [at, at, at]
     if department:
-        where += " AND i.department = ?"
+        where += f" AND i.department = {q}"
         params.append(department)
     if case_id:
-        where += " AND i.case_id = ?"
+        where += f" AND i.case_id = {q}"
         params.append(case_id)
-    extra, extra_params = _standing_sql(status)
+    extra, extra_params = _standing_sql(db, status)
     return where + extra, params + [at if p == "__at__" else p for p in extra_params]
 
 
@@ -306,9 +301,9 @@ def summary(storage: Storage, at: int) -> dict[str, Any]:
     with storage.reading() as tx:
         rows = tx.all(
             f"SELECT i.department AS department, p.phase AS phase, COUNT(*) AS n, "
-            "SUM(CASE WHEN p.due IS NOT NULL AND p.due <= ? THEN 1 ELSE 0 END) AS overdue "
+            f"SUM(CASE WHEN p.due IS NOT NULL AND p.due <= {tx.q} THEN 1 ELSE 0 END) AS overdue "
             f"FROM {ITEMS} i JOIN {PHASES} p ON p.item_key = i.item_key "
-            "WHERE i.routed <= ? AND p.opened <= ? AND (p.closed IS NULL OR p.closed > ?) "
+            f"WHERE i.routed <= {tx.q} AND p.opened <= {tx.q} AND (p.closed IS NULL OR p.closed > {tx.q}) "
             "GROUP BY i.department, p.phase",
             [at, at, at, at],
         )
@@ -327,14 +322,15 @@ def summary(storage: Storage, at: int) -> dict[str, Any]:
 def item(storage: Storage, ident: str, at: int) -> dict[str, Any] | None:
     """One item (by item key or any of its feedback ids), its history up to T and its standing."""
     with storage.reading() as tx:
-        row = tx.one(f"SELECT item_key FROM {IDS} WHERE feedback_id = ?", [ident])
+        q = tx.q
+        row = tx.one(f"SELECT item_key FROM {IDS} WHERE feedback_id = {q}", [ident])
         key = row["item_key"] if row and row["item_key"] else ident
         found = tx.one(f"SELECT i.*, p.phase AS at_phase, p.due AS at_due, p.owner AS at_owner FROM {ITEMS} i "
-                       f"JOIN {PHASES} p ON p.item_key = i.item_key WHERE i.item_key = ? AND i.routed <= ? "
-                       "AND p.opened <= ? AND (p.closed IS NULL OR p.closed > ?)", [key, at, at, at])
+                       f"JOIN {PHASES} p ON p.item_key = i.item_key WHERE i.item_key = {q} AND i.routed <= {q} "
+                       f"AND p.opened <= {q} AND (p.closed IS NULL OR p.closed > {q})", [key, at, at, at])
         if found is None:
             return None
-        phases = tx.all(f"SELECT * FROM {PHASES} WHERE item_key = ? AND opened <= ? ORDER BY opened", [key, at])
+        phases = tx.all(f"SELECT * FROM {PHASES} WHERE item_key = {q} AND opened <= {q} ORDER BY opened", [key, at])
     out = _describe(found, at)
     out["history"] = [
         {"time": iso(t), "feedback_id": fid, "type": kind, "data": _public(d)}

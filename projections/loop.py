@@ -169,26 +169,23 @@ class _Batch:
                     call_ids.add(f.data["call_id"])
         self._load_calls(call_ids)
         self._load_feedback(fb_ids)
-        for chunk, marks in self._chunks(call_ids):
-            for row in self.tx.all(
-                f"SELECT case_id, call_id FROM {ITEMS} WHERE kind = 'case' AND call_id IN ({marks})", chunk
-            ):
+        for among, params in self._chunks("call_id", call_ids):
+            for row in self.tx.all(f"SELECT case_id, call_id FROM {ITEMS} WHERE kind = 'case' AND {among}", params):
                 self.waiting.setdefault(row["call_id"], row["case_id"])
         case_ids |= {c.case_id for c in self.calls.values() if c and c.case_id}
         case_ids |= {fb[0] for fb in self.feedback.values() if fb and fb[0]}
         self._load_files(case_ids)
 
-    def _chunks(self, keys: set[str]):
+    def _chunks(self, column: str, keys: set[str]):
+        """`column` among `keys`, 400 at a time: (condition, parameters)."""
         keys_list = sorted(k for k in keys if k is not None)
         for i in range(0, len(keys_list), 400):
-            chunk = keys_list[i : i + 400]
-            yield chunk, ",".join("?" * len(chunk))
+            yield self.tx.in_list(column, keys_list[i : i + 400])
 
     def _load_files(self, case_ids: set[str]) -> None:
         need = {c for c in case_ids if c not in self.files}
-        for chunk, marks in self._chunks(need):
-            for row in self.tx.all(f"SELECT case_id, file, registered FROM {ITEMS} WHERE item IN ({marks})",
-                                   [f"case:{c}" for c in chunk]):
+        for among, params in self._chunks("item", {f"case:{c}" for c in need if c is not None}):
+            for row in self.tx.all(f"SELECT case_id, file, registered FROM {ITEMS} WHERE {among}", params):
                 self.files[row["case_id"]] = CaseFile.from_json(orjson.loads(row["file"]))
                 self.stored_cases.add(row["case_id"])
                 if row["registered"] is not None:
@@ -198,8 +195,8 @@ class _Batch:
 
     def _load_calls(self, call_ids: set[str]) -> None:
         need = {c for c in call_ids if c not in self.calls}
-        for chunk, marks in self._chunks(need):
-            for row in self.tx.all(f"SELECT * FROM {CALLS} WHERE call_id IN ({marks})", chunk):
+        for among, params in self._chunks("call_id", need):
+            for row in self.tx.all(f"SELECT * FROM {CALLS} WHERE {among}", params):
                 self.calls[row["call_id"]] = _Call(row["call_id"], row["time"], row["intent"], row["owner"],
                                                    row["named_case"], row["case_id"])
         for c in need:
@@ -207,8 +204,8 @@ class _Batch:
 
     def _load_feedback(self, fb_ids: set[str]) -> None:
         need = {f for f in fb_ids if f not in self.feedback}
-        for chunk, marks in self._chunks(need):
-            for row in self.tx.all(f"SELECT * FROM {FEEDBACK} WHERE feedback_id IN ({marks})", chunk):
+        for among, params in self._chunks("feedback_id", need):
+            for row in self.tx.all(f"SELECT * FROM {FEEDBACK} WHERE {among}", params):
                 self.feedback[row["feedback_id"]] = (row["case_id"], orjson.loads(row["entries"]))
         for f in need:
             self.feedback.setdefault(f, None)
@@ -294,19 +291,17 @@ class _Batch:
     def flush(self) -> None:
         tx = self.tx
         if self.dirty_calls:
-            tx.executemany(
-                f"INSERT INTO {CALLS} (call_id, time, intent, owner, named_case, case_id) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT (call_id) DO UPDATE SET case_id = excluded.case_id",
+            tx.insert_many(
+                CALLS, ("call_id", "time", "intent", "owner", "named_case", "case_id"),
                 [(c.call_id, c.time, c.intent, c.owner, c.named_case, c.case_id)
                  for c in (self.calls[k] for k in sorted(self.dirty_calls)) if c is not None],
-            )
+                conflict=("call_id",), update=("case_id",))
         if self.dirty_feedback:
-            tx.executemany(
-                f"INSERT INTO {FEEDBACK} (feedback_id, case_id, entries) VALUES (?,?,?) "
-                "ON CONFLICT (feedback_id) DO UPDATE SET case_id = excluded.case_id, entries = excluded.entries",
+            tx.insert_many(
+                FEEDBACK, ("feedback_id", "case_id", "entries"),
                 [(fid, self.feedback[fid][0], orjson.dumps(self.feedback[fid][1]).decode())
                  for fid in sorted(self.dirty_feedback)],
-            )
+                conflict=("feedback_id",), update=("case_id", "entries"))
         items: list[tuple[Any, ...]] = []
         spans: list[tuple[Any, ...]] = []
         stale_items: list[str] = [f"call:{c}" for c in self.orphans_resolved]
@@ -348,25 +343,17 @@ class _Batch:
         if totals:
             totals.before(stale_items, case_ids)
         if newly_registered:
-            tx.execute(f"UPDATE {COUNTS} SET n = n + ? WHERE name = 'registered_cases'", [newly_registered])
+            tx.execute(f"UPDATE {COUNTS} SET n = n + {tx.q} WHERE name = 'registered_cases'", [newly_registered])
         for chunk in _chunked(stale_items):
-            marks = ",".join("?" * len(chunk))
-            tx.execute(f"DELETE FROM {SPANS} WHERE item IN ({marks})", chunk)
-            tx.execute(f"DELETE FROM {ITEMS} WHERE item IN ({marks}) AND kind = 'call'", chunk)
+            among, params = tx.in_list("item", chunk)
+            tx.execute(f"DELETE FROM {SPANS} WHERE {among}", params)
+            tx.execute(f"DELETE FROM {ITEMS} WHERE {among} AND kind = 'call'", params)
         # a case first seen in this batch has no spans to replace
         for chunk in _chunked([c for c in case_ids if c in self.stored_cases]):
-            tx.execute(f"DELETE FROM {SPANS} WHERE case_id IN ({','.join('?' * len(chunk))})", chunk)
-        cols = ",".join(_ITEM_COLUMNS)
-        updates = ",".join(f"{c} = excluded.{c}" for c in _ITEM_COLUMNS[1:])
-        tx.executemany(
-            f"INSERT INTO {ITEMS} ({cols}) VALUES ({','.join('?' * len(_ITEM_COLUMNS))}) "
-            f"ON CONFLICT (item) DO UPDATE SET {updates}",
-            items,
-        )
-        tx.executemany(
-            f"INSERT INTO {SPANS} ({','.join(_SPAN_COLUMNS)}) VALUES ({','.join('?' * len(_SPAN_COLUMNS))})",
-            spans,
-        )
+            among, params = tx.in_list("case_id", chunk)
+            tx.execute(f"DELETE FROM {SPANS} WHERE {among}", params)
+        tx.insert_many(ITEMS, _ITEM_COLUMNS, items, conflict=("item",), update=_ITEM_COLUMNS[1:])
+        tx.insert_many(SPANS, _SPAN_COLUMNS, spans)
         if totals:
             totals.after()
 

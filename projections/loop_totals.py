@@ -69,14 +69,14 @@ STALE = "totals_stale"
 
 def mark_stale(tx: Tx, counts: str) -> None:
     """The totals stop being kept from this batch on (in its transaction): a rebuild's."""
-    tx.execute(f"UPDATE {counts} SET n = 1 WHERE name = ? AND n = 0", [STALE])
+    tx.execute(f"UPDATE {counts} SET n = 1 WHERE name = {tx.q} AND n = 0", [STALE])
 
 
 def settle(tx: Tx, spans: str, items: str, counts: str) -> bool:
     """When the totals were left to a rebuild's end, count them afresh from the view's rows
     (`recount`'s queries, GROUP BY in the database, written straight into the tables). True
     when it counted."""
-    row = tx.one(f"SELECT n FROM {counts} WHERE name = ?", [STALE])
+    row = tx.one(f"SELECT n FROM {counts} WHERE name = {tx.q}", [STALE])
     if row is None or not row["n"]:
         return False
     tx.execute(f"DELETE FROM {OPEN_TOTALS}")
@@ -87,7 +87,7 @@ def settle(tx: Tx, spans: str, items: str, counts: str) -> bool:
                    f"{_services_by_day(items, dim, col)}")
     tx.execute(f"UPDATE {counts} SET n = ({_open_cases(spans)}) WHERE name = 'open_cases'")
     tx.execute(f"UPDATE {counts} SET n = ({_open_unregistered(spans, items)}) WHERE name = 'open_unregistered'")
-    tx.execute(f"UPDATE {counts} SET n = 0 WHERE name = ?", [STALE])
+    tx.execute(f"UPDATE {counts} SET n = 0 WHERE name = {tx.q}", [STALE])
     return True
 
 
@@ -99,11 +99,11 @@ def unkey(value: str) -> Any:
     return None if value == NONE else value
 
 
-def _chunks(keys: Iterable[str], size: int = 400):
+def _chunks(tx: Tx, column: str, keys: Iterable[str], size: int = 400):
+    """`column` among `keys`, `size` at a time: (condition, parameters)."""
     keys = sorted(keys)
     for i in range(0, len(keys), size):
-        chunk = keys[i : i + size]
-        yield chunk, ",".join("?" * len(chunk))
+        yield tx.in_list(column, keys[i : i + size])
 
 
 class _Reading:
@@ -125,9 +125,9 @@ class Totals:
         self.item_keys = set(item_keys)
         self.case_ids = set(case_ids)
         # a stale item's spans may belong to a case the batch did not touch: all of its spans count
-        for chunk, marks in _chunks(self.item_keys):
-            for r in self.tx.all(f"SELECT DISTINCT case_id FROM {self.spans} WHERE item IN ({marks}) "
-                                 "AND case_id IS NOT NULL", chunk):
+        for among, params in _chunks(self.tx, "item", self.item_keys):
+            for r in self.tx.all(f"SELECT DISTINCT case_id FROM {self.spans} WHERE {among} "
+                                 "AND case_id IS NOT NULL", params):
                 self.case_ids.add(r["case_id"])
         self.old = self._read()
 
@@ -135,18 +135,18 @@ class Totals:
         out = _Reading()
         tx = self.tx
         cols = "item, case_id, stage, region, outlet_id, owner"
-        for chunk, marks in _chunks(self.item_keys):
-            for r in tx.all(f"SELECT {cols} FROM {self.spans} WHERE closed IS NULL AND item IN ({marks})", chunk):
+        for among, params in _chunks(tx, "item", self.item_keys):
+            for r in tx.all(f"SELECT {cols} FROM {self.spans} WHERE closed IS NULL AND {among}", params):
                 self._span(out, r)
-        for chunk, marks in _chunks(self.case_ids):
-            for r in tx.all(f"SELECT {cols} FROM {self.spans} WHERE closed IS NULL AND case_id IN ({marks})", chunk):
+        for among, params in _chunks(tx, "case_id", self.case_ids):
+            for r in tx.all(f"SELECT {cols} FROM {self.spans} WHERE closed IS NULL AND {among}", params):
                 if r["item"] not in self.item_keys:
                     self._span(out, r)
         names = self.item_keys | {f"case:{c}" for c in self.case_ids}
         cols = "item, kind, case_id, service, started, registered, " + ", ".join(
             c for _, c in DIMS if c) + ", " + ", ".join(MARKS)
-        for chunk, marks in _chunks(names):
-            for r in tx.all(f"SELECT {cols} FROM {self.items} WHERE item IN ({marks})", chunk):
+        for among, params in _chunks(tx, "item", names):
+            for r in tx.all(f"SELECT {cols} FROM {self.items} WHERE {among}", params):
                 if r["kind"] == "case":
                     out.registered[r["case_id"]] = r["registered"] is not None
                 if r["service"] == 1 and r["started"] is not None:
@@ -172,19 +172,17 @@ class Totals:
         opened.subtract(old.open)
         changed = [(n, *k) for k, n in sorted(opened.items()) if n]
         if changed:
-            tx.executemany(
-                f"INSERT INTO {OPEN_TOTALS} (n, stage, region, outlet_id, owner) VALUES (?,?,?,?,?) "
-                f"ON CONFLICT (stage, region, outlet_id, owner) DO UPDATE SET n = {OPEN_TOTALS}.n + excluded.n",
-                changed,
-            )
-            tx.executemany(f"DELETE FROM {OPEN_TOTALS} WHERE stage = ? AND region = ? AND outlet_id = ? "
-                           "AND owner = ? AND n = 0", [k for _, *k in changed])
+            tx.insert_many(OPEN_TOTALS, ("n", "stage", "region", "outlet_id", "owner"), changed,
+                           conflict=("stage", "region", "outlet_id", "owner"), update=f"n = {OPEN_TOTALS}.n + excluded.n")
+            q = tx.q
+            tx.executemany(f"DELETE FROM {OPEN_TOTALS} WHERE stage = {q} AND region = {q} AND outlet_id = {q} "
+                           f"AND owner = {q} AND n = 0", [k for _, *k in changed])
         cases = len(new.open_cases) - len(old.open_cases)
         unregistered = (sum(1 for c in new.open_cases if new.registered.get(c) is False)
                         - sum(1 for c in old.open_cases if old.registered.get(c) is False))
         for name, n in (("open_cases", cases), ("open_unregistered", unregistered)):
             if n:
-                tx.execute(f"UPDATE {self.counts} SET n = n + ? WHERE name = ?", [n, name])
+                tx.execute(f"UPDATE {self.counts} SET n = n + {tx.q} WHERE name = {tx.q}", [n, name])
         rows = []
         for k in sorted(set(old.days) | set(new.days)):
             a, b = old.days.get(k, [0, 0, 0, 0]), new.days.get(k, [0, 0, 0, 0])
@@ -192,16 +190,11 @@ class Totals:
             if any(delta):
                 rows.append((*k, *delta))
         if rows:
-            tx.executemany(
-                f"INSERT INTO {CONTROL_DAYS} (dim, day, grp, services, complained, dissatisfied, first_leak) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (dim, day, grp) DO UPDATE SET "
-                f"services = {CONTROL_DAYS}.services + excluded.services, "
-                f"complained = {CONTROL_DAYS}.complained + excluded.complained, "
-                f"dissatisfied = {CONTROL_DAYS}.dissatisfied + excluded.dissatisfied, "
-                f"first_leak = {CONTROL_DAYS}.first_leak + excluded.first_leak",
-                rows,
-            )
-            tx.executemany(f"DELETE FROM {CONTROL_DAYS} WHERE dim = ? AND day = ? AND grp = ? AND services = 0 "
+            measures = ("services", "complained", "dissatisfied", "first_leak")
+            tx.insert_many(CONTROL_DAYS, ("dim", "day", "grp", *measures), rows, conflict=("dim", "day", "grp"),
+                           update=", ".join(f"{m} = {CONTROL_DAYS}.{m} + excluded.{m}" for m in measures))
+            q = tx.q
+            tx.executemany(f"DELETE FROM {CONTROL_DAYS} WHERE dim = {q} AND day = {q} AND grp = {q} AND services = 0 "
                            "AND complained = 0 AND dissatisfied = 0 AND first_leak = 0", [r[:3] for r in rows])
 
 

@@ -34,6 +34,16 @@ OUTLETS, TECHNICIANS, PERMIT = "net_outlets", "net_technicians", "net_permit"
 FILES, ASSIGNMENTS, ALARMS = "net_dispatch_files", "net_assignments", "net_alarms"
 WAREHOUSES, STOCK, REQUESTS = "net_warehouses", "net_stock", "net_requests"
 PERMIT_FACTS = frozenset({"permit.points_changed", "permit.status_changed", "permit.reviewed"})
+# the columns the fold writes, in the order of their tables (and of the rows it builds)
+_OUTLET_COLUMNS = ("outlet_id", "valid_from", "position", "name", "tier", "regions", "product_lines", "daily_capacity")
+_TECHNICIAN_COLUMNS = ("technician_id", "valid_from", "position", "outlet_id", "name", "level")
+_PERMIT_COLUMNS = ("technician_id", "time", "position", "type", "case_id", "rule", "points", "balance", "status",
+                   "previous", "reason")
+_ASSIGNMENT_COLUMNS = ("case_id", "key", "outlet_id", "by_whom", "technician_id", "time", "day", "accept_by",
+                       "accepted", "released", "how")
+_ALARM_COLUMNS = ("case_id", "key", "outlet_id", "level", "time", "dispatched_at", "accept_by", "action", "reason",
+                  "resolved", "resolution")
+_STOCK_COLUMNS = ("warehouse_id", "part_no", "time", "on_hand", "reserved", "request_id", "kind")
 
 
 def packed(values: Sequence[str]) -> str:
@@ -143,37 +153,36 @@ class _Batch:
             if kind in DISPATCH_FACTS:
                 self.files.setdefault(f.subject, []).append(dispatch_entry(f))
                 self.dirty_files.add(f.subject)
-        tx.executemany(f"INSERT INTO {OUTLETS} VALUES (?,?,?,?,?,?,?,?)", outlets)
-        tx.executemany(f"INSERT INTO {TECHNICIANS} VALUES (?,?,?,?,?,?)", technicians)
-        tx.executemany(f"INSERT INTO {PERMIT} VALUES (?,?,?,?,?,?,?,?,?,?,?)", permit)
+        tx.insert_many(OUTLETS, _OUTLET_COLUMNS, outlets)
+        tx.insert_many(TECHNICIANS, _TECHNICIAN_COLUMNS, technicians)
+        tx.insert_many(PERMIT, _PERMIT_COLUMNS, permit)
         if warehouses:
             for w, (level, region, since) in sorted(warehouses.items()):
                 tx.execute(
-                    f"INSERT INTO {WAREHOUSES} (warehouse_id, level, region, since) VALUES (?,?,?,?) "
+                    f"INSERT INTO {WAREHOUSES} (warehouse_id, level, region, since) VALUES ({tx.marks(4)}) "
                     "ON CONFLICT (warehouse_id) DO UPDATE SET level = excluded.level, region = excluded.region, "
                     f"since = CASE WHEN excluded.since < {WAREHOUSES}.since THEN excluded.since ELSE {WAREHOUSES}.since END",
                     [w, level, region, since])
-        tx.executemany(f"INSERT INTO {STOCK} VALUES (?,?,?,?,?,?,?)", stock)
+        tx.insert_many(STOCK, _STOCK_COLUMNS, stock)
         self.write_files()
         self.write_requests()
 
     # --- loading -----------------------------------------------------------------------------
     def load(self, facts: Sequence[Fact]) -> None:
         cases = {f.subject for f in facts if f.type in DISPATCH_FACTS}
-        for chunk in _chunks(sorted(cases)):
-            for row in self.tx.all(f"SELECT case_id, entries FROM {FILES} WHERE case_id IN ({_marks(chunk)})", chunk):
+        for among, params in _chunks(self.tx, "case_id", sorted(cases)):
+            for row in self.tx.all(f"SELECT case_id, entries FROM {FILES} WHERE {among}", params):
                 self.files[row["case_id"]] = orjson.loads(row["entries"])
         requests = {f.data["request_id"] for f in facts if f.type in PART_FACTS}
-        for chunk in _chunks(sorted(requests)):
-            for row in self.tx.all(f"SELECT request_id, case_id, entries FROM {REQUESTS} "
-                                   f"WHERE request_id IN ({_marks(chunk)})", chunk):
+        for among, params in _chunks(self.tx, "request_id", sorted(requests)):
+            for row in self.tx.all(f"SELECT request_id, case_id, entries FROM {REQUESTS} WHERE {among}", params):
                 self.requests[row["request_id"]] = {"case_id": row["case_id"], "entries": orjson.loads(row["entries"])}
         # the latest record of each technician the batch names: one query, not one per fact
         named = sorted({f.subject for f in facts if f.type in ("technician.registered", "technician.promoted")})
         latest: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(named):
+        for among, params in _chunks(self.tx, "technician_id", named):
             for row in self.tx.all(f"SELECT technician_id, outlet_id, name, level, valid_from, position "
-                                   f"FROM {TECHNICIANS} WHERE technician_id IN ({_marks(chunk)})", chunk):
+                                   f"FROM {TECHNICIANS} WHERE {among}", params):
                 order = (row["valid_from"], row["position"])
                 if row["technician_id"] not in latest or order > latest[row["technician_id"]][0]:
                     latest[row["technician_id"]] = (order, {"outlet_id": row["outlet_id"], "name": row["name"],
@@ -183,7 +192,7 @@ class _Batch:
 
     def technician(self, technician_id: str) -> dict[str, Any] | None:
         if technician_id not in self.technicians:
-            row = self.tx.one(f"SELECT outlet_id, name, level FROM {TECHNICIANS} WHERE technician_id = ? "
+            row = self.tx.one(f"SELECT outlet_id, name, level FROM {TECHNICIANS} WHERE technician_id = {self.tx.q} "
                               "ORDER BY valid_from DESC, position DESC LIMIT 1", [technician_id])
             self.technicians[technician_id] = dict(row) if row else None
         return self.technicians[technician_id]
@@ -203,16 +212,13 @@ class _Batch:
             for x in state.alarms:
                 alarms.append((case_id, x.key, x.outlet_id, x.level, x.time, x.dispatched_at, x.accept_by, x.action,
                                x.reason, x.resolved, x.resolution))
-        for chunk in _chunks(cases):
-            tx.execute(f"DELETE FROM {ASSIGNMENTS} WHERE case_id IN ({_marks(chunk)})", chunk)
-            tx.execute(f"DELETE FROM {ALARMS} WHERE case_id IN ({_marks(chunk)})", chunk)
-        tx.executemany(
-            f"INSERT INTO {FILES} (case_id, entries) VALUES (?,?) ON CONFLICT (case_id) DO UPDATE SET "
-            "entries = excluded.entries",
-            [(c, orjson.dumps(self.files[c]).decode()) for c in cases],
-        )
-        tx.executemany(f"INSERT INTO {ASSIGNMENTS} VALUES (?,?,?,?,?,?,?,?,?,?,?)", assignments)
-        tx.executemany(f"INSERT INTO {ALARMS} VALUES (?,?,?,?,?,?,?,?,?,?,?)", alarms)
+        for among, params in _chunks(tx, "case_id", cases):
+            tx.execute(f"DELETE FROM {ASSIGNMENTS} WHERE {among}", params)
+            tx.execute(f"DELETE FROM {ALARMS} WHERE {among}", params)
+        tx.insert_many(FILES, ("case_id", "entries"), [(c, orjson.dumps(self.files[c]).decode()) for c in cases],
+                       conflict=("case_id",), update=("entries",))
+        tx.insert_many(ASSIGNMENTS, _ASSIGNMENT_COLUMNS, assignments)
+        tx.insert_many(ALARMS, _ALARM_COLUMNS, alarms)
 
     def write_requests(self) -> None:
         if not self.dirty_requests:
@@ -228,22 +234,15 @@ class _Batch:
             for t, warehouse, part, on_hand, reserved in r.moves:
                 kind = "shipped" if on_hand else ("reserved" if reserved > 0 else "released")
                 moves.append((warehouse, part, t, on_hand, reserved, rid, kind))
-        for chunk in _chunks(ids):
-            tx.execute(f"DELETE FROM {STOCK} WHERE request_id IN ({_marks(chunk)})", chunk)
-        tx.executemany(
-            f"INSERT INTO {REQUESTS} (request_id, case_id, outlet_id, part_no, quantity, requested, entries) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (request_id) DO UPDATE SET outlet_id = excluded.outlet_id, "
-            "part_no = excluded.part_no, quantity = excluded.quantity, requested = excluded.requested, "
-            "entries = excluded.entries",
-            rows,
-        )
-        tx.executemany(f"INSERT INTO {STOCK} VALUES (?,?,?,?,?,?,?)", moves)
+        for among, params in _chunks(tx, "request_id", ids):
+            tx.execute(f"DELETE FROM {STOCK} WHERE {among}", params)
+        tx.insert_many(REQUESTS, ("request_id", "case_id", "outlet_id", "part_no", "quantity", "requested", "entries"),
+                       rows, conflict=("request_id",),
+                       update=("outlet_id", "part_no", "quantity", "requested", "entries"))
+        tx.insert_many(STOCK, _STOCK_COLUMNS, moves)
 
 
-def _chunks(keys: list[str], size: int = 400):
+def _chunks(tx: Tx, column: str, keys: list[str], size: int = 400):
+    """`column` among `keys`, `size` at a time: (condition, parameters)."""
     for i in range(0, len(keys), size):
-        yield keys[i : i + size]
-
-
-def _marks(chunk: Sequence[Any]) -> str:
-    return ",".join("?" * len(chunk))
+        yield tx.in_list(column, keys[i : i + size])

@@ -15,22 +15,30 @@ from closedloop.log.storage import Storage, Tx
 
 from .network import ALARMS, ASSIGNMENTS, OUTLETS, PERMIT, TECHNICIANS, packed
 
-# the version of an outlet (technician) in force at T: the latest from before it
-_OUTLET_AT = (f"o.valid_from <= ? AND NOT EXISTS (SELECT 1 FROM {OUTLETS} n WHERE n.outlet_id = o.outlet_id AND "
-              "n.valid_from <= ? AND (n.valid_from > o.valid_from OR (n.valid_from = o.valid_from AND "
-              "n.position > o.position)))")
-_TECH_AT = (f"t.valid_from <= ? AND NOT EXISTS (SELECT 1 FROM {TECHNICIANS} n WHERE n.technician_id = t.technician_id "
-            "AND n.valid_from <= ? AND (n.valid_from > t.valid_from OR (n.valid_from = t.valid_from AND "
+# Conditions at a moment T, for the placeholder `q` of the database asked (T twice, or thrice).
+def _outlet_at(q: str) -> str:
+    """The version of an outlet in force at T: the latest from before it."""
+    return (f"o.valid_from <= {q} AND NOT EXISTS (SELECT 1 FROM {OUTLETS} n WHERE n.outlet_id = o.outlet_id AND "
+            f"n.valid_from <= {q} AND (n.valid_from > o.valid_from OR (n.valid_from = o.valid_from AND "
+            "n.position > o.position)))")
+
+
+def _tech_at(q: str) -> str:
+    """The version of a technician in force at T."""
+    return (f"t.valid_from <= {q} AND NOT EXISTS (SELECT 1 FROM {TECHNICIANS} n WHERE n.technician_id = t.technician_id "
+            f"AND n.valid_from <= {q} AND (n.valid_from > t.valid_from OR (n.valid_from = t.valid_from AND "
             "n.position > t.position)))")
-# the permit's last change by T
-_PERMIT_AT = (f"p.time <= ? AND NOT EXISTS (SELECT 1 FROM {PERMIT} n WHERE n.technician_id = p.technician_id AND "
-              "n.time <= ? AND (n.time > p.time OR (n.time = p.time AND n.position > p.position)))")
-# an assignment takes a slot at T unless it was let go, unaccepted, by T
-_HOLDS_AT = "a.time <= ? AND ((a.accepted IS NOT NULL AND a.accepted <= ?) OR a.released IS NULL OR a.released > ?)"
 
 
-def _marks(keys: Sequence[Any]) -> str:
-    return ",".join("?" * len(keys))
+def _permit_at(q: str) -> str:
+    """The permit's last change by T."""
+    return (f"p.time <= {q} AND NOT EXISTS (SELECT 1 FROM {PERMIT} n WHERE n.technician_id = p.technician_id AND "
+            f"n.time <= {q} AND (n.time > p.time OR (n.time = p.time AND n.position > p.position)))")
+
+
+def _holds_at(q: str) -> str:
+    """An assignment takes a slot at T unless it was let go, unaccepted, by T (T thrice)."""
+    return f"a.time <= {q} AND ((a.accepted IS NOT NULL AND a.accepted <= {q}) OR a.released IS NULL OR a.released > {q})"
 
 
 def _outlet_json(row: Any) -> dict[str, Any]:
@@ -43,11 +51,12 @@ def _staff(tx: Tx, outlet_ids: Sequence[str], at: int, rules: PermitRules) -> di
     out: dict[str, list[dict[str, Any]]] = {o: [] for o in outlet_ids}
     if not outlet_ids:
         return out
+    among, params = tx.in_list("t.outlet_id", outlet_ids)
     rows = tx.all(
         f"SELECT t.technician_id, t.outlet_id, t.name, t.level, p.balance, p.status FROM {TECHNICIANS} t "
-        f"LEFT JOIN {PERMIT} p ON p.technician_id = t.technician_id AND {_PERMIT_AT} "
-        f"WHERE {_TECH_AT} AND t.outlet_id IN ({_marks(outlet_ids)}) ORDER BY t.technician_id",
-        [at, at, at, at, *outlet_ids])
+        f"LEFT JOIN {PERMIT} p ON p.technician_id = t.technician_id AND {_permit_at(tx.q)} "
+        f"WHERE {_tech_at(tx.q)} AND {among} ORDER BY t.technician_id",
+        [at, at, at, at, *params])
     for r in rows:
         out[r["outlet_id"]].append({
             "technician_id": r["technician_id"], "name": r["name"], "level": r["level"],
@@ -59,16 +68,18 @@ def _staff(tx: Tx, outlet_ids: Sequence[str], at: int, rules: PermitRules) -> di
 def _loads(tx: Tx, outlet_ids: Sequence[str], day: int, at: int) -> dict[str, int]:
     if not outlet_ids:
         return {}
-    rows = tx.all(f"SELECT a.outlet_id, COUNT(*) AS n FROM {ASSIGNMENTS} a WHERE a.day = ? AND {_HOLDS_AT} "
-                  f"AND a.outlet_id IN ({_marks(outlet_ids)}) GROUP BY a.outlet_id", [day, at, at, at, *outlet_ids])
+    among, params = tx.in_list("a.outlet_id", outlet_ids)
+    rows = tx.all(f"SELECT a.outlet_id, COUNT(*) AS n FROM {ASSIGNMENTS} a WHERE a.day = {tx.q} AND {_holds_at(tx.q)} "
+                  f"AND {among} GROUP BY a.outlet_id", [day, at, at, at, *params])
     return {r["outlet_id"]: int(r["n"]) for r in rows}
 
 
 def _open_alarms(tx: Tx, outlet_ids: Sequence[str], at: int) -> dict[str, int]:
     if not outlet_ids:
         return {}
-    rows = tx.all(f"SELECT outlet_id, COUNT(*) AS n FROM {ALARMS} WHERE time <= ? AND (resolved IS NULL OR "
-                  f"resolved > ?) AND outlet_id IN ({_marks(outlet_ids)}) GROUP BY outlet_id", [at, at, *outlet_ids])
+    among, params = tx.in_list("outlet_id", outlet_ids)
+    rows = tx.all(f"SELECT outlet_id, COUNT(*) AS n FROM {ALARMS} WHERE time <= {tx.q} AND (resolved IS NULL OR "
+                  f"resolved > {tx.q}) AND {among} GROUP BY outlet_id", [at, at, *params])
     return {r["outlet_id"]: int(r["n"]) for r in rows}
 
 
@@ -95,20 +106,21 @@ def _with_today(rows: Sequence[Any], tx: Tx, at: int, policy: DispatchPolicy, ru
 def outlets(storage: Storage, at: int, policy: DispatchPolicy, rules: PermitRules, region: str | None = None,
             product_line: str | None = None, tier: str | None = None, limit: int = 100,
             offset: int = 0) -> dict[str, Any]:
-    where, params = [_OUTLET_AT], [at, at]
+    q = storage.q
+    where, params = [_outlet_at(q)], [at, at]
     if region:
-        where.append("o.regions LIKE ?")
+        where.append(f"o.regions LIKE {q}")
         params.append(f"%{packed([region])}%")
     if product_line:
-        where.append("o.product_lines LIKE ?")
+        where.append(f"o.product_lines LIKE {q}")
         params.append(f"%{packed([product_line])}%")
     if tier:
-        where.append("o.tier = ?")
+        where.append(f"o.tier = {q}")
         params.append(tier)
     clause = " AND ".join(where)
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM {OUTLETS} o WHERE {clause}", params)["n"]
-        rows = tx.all(f"SELECT * FROM {OUTLETS} o WHERE {clause} ORDER BY o.outlet_id LIMIT ? OFFSET ?",
+        rows = tx.all(f"SELECT * FROM {OUTLETS} o WHERE {clause} ORDER BY o.outlet_id LIMIT {q} OFFSET {q}",
                       params + [limit, offset])
         items = _with_today(rows, tx, at, policy, rules, staff_detail=False)
     return {"as_of": iso(at), "total": int(total), "limit": limit, "offset": offset, "items": items}
@@ -116,7 +128,7 @@ def outlets(storage: Storage, at: int, policy: DispatchPolicy, rules: PermitRule
 
 def outlet(storage: Storage, outlet_id: str, at: int, policy: DispatchPolicy, rules: PermitRules) -> dict[str, Any] | None:
     with storage.reading() as tx:
-        row = tx.one(f"SELECT * FROM {OUTLETS} o WHERE o.outlet_id = ? AND {_OUTLET_AT}", [outlet_id, at, at])
+        row = tx.one(f"SELECT * FROM {OUTLETS} o WHERE o.outlet_id = {tx.q} AND {_outlet_at(tx.q)}", [outlet_id, at, at])
         if row is None:
             return None
         [found] = _with_today([row], tx, at, policy, rules, staff_detail=True)
@@ -126,19 +138,20 @@ def outlet(storage: Storage, outlet_id: str, at: int, policy: DispatchPolicy, ru
 
 def technicians(storage: Storage, at: int, rules: PermitRules, outlet_id: str | None = None,
                 status: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    where, params = [_TECH_AT], [at, at, at, at]
+    q = storage.q
+    where, params = [_tech_at(q)], [at, at, at, at]
     if outlet_id:
-        where.append("t.outlet_id = ?")
+        where.append(f"t.outlet_id = {q}")
         params.append(outlet_id)
     if status:
-        where.append("COALESCE(p.status, 'normal') = ?")
+        where.append(f"COALESCE(p.status, 'normal') = {q}")
         params.append(status)
-    base = (f"FROM {TECHNICIANS} t LEFT JOIN {PERMIT} p ON p.technician_id = t.technician_id AND {_PERMIT_AT} "
+    base = (f"FROM {TECHNICIANS} t LEFT JOIN {PERMIT} p ON p.technician_id = t.technician_id AND {_permit_at(q)} "
             f"WHERE {' AND '.join(where)}")
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n {base}", params)["n"]
         rows = tx.all(f"SELECT t.technician_id, t.outlet_id, t.name, t.level, p.balance, p.status {base} "
-                      "ORDER BY t.technician_id LIMIT ? OFFSET ?", params + [limit, offset])
+                      f"ORDER BY t.technician_id LIMIT {q} OFFSET {q}", params + [limit, offset])
     items = [{"technician_id": r["technician_id"], "outlet_id": r["outlet_id"], "name": r["name"], "level": r["level"],
               "permit": {"status": r["status"] or "normal",
                          "balance": r["balance"] if r["balance"] is not None else rules.start_points}}
@@ -150,13 +163,16 @@ def technician(storage: Storage, technician_id: str, at: int, policy: DispatchPo
                rules: PermitRules) -> dict[str, Any] | None:
     """A technician's permit at T, with the ledger of every change up to then."""
     with storage.reading() as tx:
-        row = tx.one(f"SELECT * FROM {TECHNICIANS} t WHERE t.technician_id = ? AND {_TECH_AT}", [technician_id, at, at])
-        ledger = tx.all(f"SELECT * FROM {PERMIT} WHERE technician_id = ? AND time <= ? ORDER BY time, position",
+        q = tx.q
+        row = tx.one(f"SELECT * FROM {TECHNICIANS} t WHERE t.technician_id = {q} AND {_tech_at(q)}",
+                     [technician_id, at, at])
+        ledger = tx.all(f"SELECT * FROM {PERMIT} WHERE technician_id = {q} AND time <= {q} ORDER BY time, position",
                         [technician_id, at])
         if row is None and not ledger:
             return None
         day = policy.day_of(at)
-        jobs = tx.one(f"SELECT COUNT(*) AS n FROM {ASSIGNMENTS} a WHERE a.technician_id = ? AND a.day = ? AND {_HOLDS_AT}",
+        jobs = tx.one(f"SELECT COUNT(*) AS n FROM {ASSIGNMENTS} a WHERE a.technician_id = {q} AND a.day = {q} "
+                      f"AND {_holds_at(q)}",
                       [technician_id, day, at, at, at])["n"]
     balance, status = rules.start_points, "normal"
     if ledger:

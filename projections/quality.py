@@ -77,9 +77,8 @@ class QualityView:
         cases = sorted({f.subject for f in facts if f.type in SERVICE_FACTS})
         files: dict[str, list[list[Any]]] = {c: [] for c in cases}
         for i in range(0, len(cases), 400):
-            chunk = cases[i : i + 400]
-            for row in tx.all(f"SELECT case_id, file FROM {SERVICES} WHERE case_id IN ({','.join('?' * len(chunk))})",
-                              chunk):
+            among, params = tx.in_list("case_id", cases[i : i + 400])
+            for row in tx.all(f"SELECT case_id, file FROM {SERVICES} WHERE {among}", params):
                 files[row["case_id"]] = orjson.loads(row["file"])
         for f in facts:
             kind = f.type
@@ -99,20 +98,14 @@ class QualityView:
             r["parts"] = orjson.dumps(r["parts"]).decode()
             r["file"] = orjson.dumps(files[case_id]).decode()
             rows.append(tuple(r[c] for c in _SERVICE_COLUMNS))
-        cols = ",".join(_SERVICE_COLUMNS)
-        updates = ",".join(f"{c} = excluded.{c}" for c in _SERVICE_COLUMNS[1:])
-        tx.executemany(
-            f"INSERT INTO {SERVICES} ({cols}) VALUES ({','.join('?' * len(_SERVICE_COLUMNS))}) "
-            f"ON CONFLICT (case_id) DO UPDATE SET {updates}",
-            rows,
-        )
+        tx.insert_many(SERVICES, _SERVICE_COLUMNS, rows, conflict=("case_id",), update=_SERVICE_COLUMNS[1:])
 
 
 def _outlet(tx: Tx, f: Fact) -> None:
     # a re-registration later in world time updates the outlet; an earlier one does not
     d = f.data
     tx.execute(
-        f"INSERT INTO {OUTLETS} (outlet_id, name, tier, manager, registered) VALUES (?,?,?,?,?) "
+        f"INSERT INTO {OUTLETS} (outlet_id, name, tier, manager, registered) VALUES ({tx.marks(5)}) "
         "ON CONFLICT (outlet_id) DO UPDATE SET name = excluded.name, tier = excluded.tier, "
         f"manager = excluded.manager, registered = excluded.registered WHERE excluded.registered >= {OUTLETS}.registered",
         [f.subject, d["name"], d["tier"], d.get("manager"), f.time_ms],
@@ -125,7 +118,7 @@ def _shipment(tx: Tx, f: Fact) -> None:
     start, end = period_range(d["period"])
     tx.execute(
         f"INSERT INTO {SHIPMENTS} (shipment_id, model, production_batch, plant, product_line, quantity, period, "
-        "period_start, period_end, time) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (shipment_id) DO UPDATE SET "
+        f"period_start, period_end, time) VALUES ({tx.marks(10)}) ON CONFLICT (shipment_id) DO UPDATE SET "
         "model = excluded.model, production_batch = excluded.production_batch, plant = excluded.plant, "
         "product_line = excluded.product_line, quantity = excluded.quantity, period = excluded.period, "
         "period_start = excluded.period_start, period_end = excluded.period_end, time = excluded.time "
@@ -137,16 +130,16 @@ def _shipment(tx: Tx, f: Fact) -> None:
 
 def _penalty(tx: Tx, f: Fact) -> None:
     d = f.data
-    exists = tx.one(f"SELECT 1 AS x FROM {PENALTIES} WHERE penalty_id = ?", [f.subject])
+    exists = tx.one(f"SELECT 1 AS x FROM {PENALTIES} WHERE penalty_id = {tx.q}", [f.subject])
     if exists is not None:
         return  # one penalty per id: the first recorded stands
     tx.execute(
         f"INSERT INTO {PENALTIES} (penalty_id, case_id, complaint_id, category, outlet_id, accountable, time, "
-        "total_cents, currency, customer_id, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        f"total_cents, currency, customer_id, source) VALUES ({tx.marks(11)})",
         [f.subject, d["case_id"], d.get("complaint_id"), d.get("category"), d.get("outlet_id"), d.get("accountable"),
          f.time_ms, d["total_cents"], d["currency"], (d.get("payee") or {}).get("customer_id"), f.source],
     )
-    tx.executemany(
-        f"INSERT INTO {SHARES} (penalty_id, n, party, role, name, amount_cents) VALUES (?,?,?,?,?,?)",
+    tx.insert_many(
+        SHARES, ("penalty_id", "n", "party", "role", "name", "amount_cents"),
         [(f.subject, n, s["party"], s["role"], s.get("name"), s["amount_cents"]) for n, s in enumerate(d["shares"])],
     )

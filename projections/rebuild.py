@@ -28,26 +28,23 @@ from closedloop.log.storage import SQLiteStorage, Storage
 DEFAULT_WEIGHT = 1.0
 
 
-def batch_size() -> int:
-    """Facts a rebuild worker folds per transaction. Larger than a live batch on purpose: a
-    case's facts spread over days of the log, and each batch that touches a case walks it
-    again; at a call center's volume (~30,000 events a day) 20,000 facts are under a day,
-    100,000 are three or four. The cost is memory for the facts in hand (~150 MB), the same
-    however long the log."""
-    env = os.environ.get("CLOSEDLOOP_REPLAY_BATCH", "100000")
-    try:
-        return max(1000, int(env))
-    except ValueError:
-        raise ValueError(f"CLOSEDLOOP_REPLAY_BATCH must be a whole number, not {env!r}") from None
+DEFAULT_BATCH = 100_000
 
 
-def default_workers() -> int:
-    env = os.environ.get("CLOSEDLOOP_REPLAY_WORKERS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"CLOSEDLOOP_REPLAY_WORKERS must be a whole number, not {env!r}") from None
+def batch_size(configured: int | None = None) -> int:
+    """Facts a rebuild worker folds per transaction (CLOSEDLOOP_REPLAY_BATCH, read by the
+    settings). Larger than a live batch on purpose: a case's facts spread over days of the log,
+    and each batch that touches a case walks it again; at a call center's volume (~30,000
+    events a day) 20,000 facts are under a day, 100,000 are three or four. The cost is memory
+    for the facts in hand (~150 MB), the same however long the log."""
+    return max(1000, configured or DEFAULT_BATCH)
+
+
+def default_workers(configured: int | None = None) -> int:
+    """Processes folding views at once: the configured number (CLOSEDLOOP_REPLAY_WORKERS),
+    else one per core."""
+    if configured:
+        return max(1, configured)
     return os.cpu_count() or 1
 
 
@@ -85,7 +82,8 @@ def rebuild_in_parallel(projector: Any, groups: list[list[Any]], upto: int,
     messages = ctx.Queue()
     workers = [
         ctx.Process(target=_fold, name=f"closedloop-rebuild-{i}", daemon=True,
-                    args=(storage.url, group, scratch[i], upto, batch_size(), messages, i))
+                    args=(storage.url, group, scratch[i], upto, batch_size(projector.rebuild_batch),
+                          messages, i))
         for i, group in enumerate(groups)
     ]
     for w in workers:
@@ -172,8 +170,8 @@ def _adopt(storage: SQLiteStorage, views: list[Any], path: str) -> None:
             for table in view.tables():
                 tx.execute(f"DELETE FROM main.{table}")
                 tx.execute(f"INSERT INTO main.{table} SELECT * FROM part.{table}")
-            row = tx.one(f"SELECT position FROM part.{POSITIONS_TABLE} WHERE name = ?", [view.name])
-            tx.execute(f"UPDATE main.{POSITIONS_TABLE} SET position = ? WHERE name = ?",
+            row = tx.one(f"SELECT position FROM part.{POSITIONS_TABLE} WHERE name = {tx.q}", [view.name])
+            tx.execute(f"UPDATE main.{POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q}",
                        [row["position"] if row else 0, view.name])
 
 

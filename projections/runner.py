@@ -34,15 +34,18 @@ class StaleViewError(RuntimeError):
 
 class Projector:
     def __init__(self, log: EventLog, views: Iterable[View], batch_size: int = 20_000,
-                 storage: Storage | None = None, defer_indexes: bool = False):
+                 storage: Storage | None = None, defer_indexes: bool = False, rebuild_batch: int | None = None):
         self.log = log
+        # facts a parallel rebuild's worker folds per transaction (None: rebuild.DEFAULT_BATCH)
+        self.rebuild_batch = rebuild_batch
         # where the views live: the log's database, or a scratch file a rebuild worker fills
         self.storage: Storage = storage or log.storage
         self.views = list(views)
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._names = [v.name for v in self.views]
-        self._marks = ",".join("?" * len(self._names)) or "NULL"
+        # `name` among this projector's views, as a condition and its parameters
+        self._mine = self.storage.in_list("name", self._names)
         # Several processes keeping the same views (PostgreSQL): wait for one another, or let
         # a process skip the views another is folding now and fold the rest (`skip_busy_views`)
         self._lock_rows = " ORDER BY name FOR UPDATE" if self.storage.dialect == "postgresql" else ""
@@ -56,7 +59,7 @@ class Projector:
     def _prepare(self, view: View, defer_indexes: bool = False) -> None:
         with self.storage.writing() as tx:
             self.storage.lock_ddl(tx)
-            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
+            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [view.name])
             if row is not None and row["fingerprint"] == view.fingerprint():
                 _settle(view, tx)  # a rebuild cut off before its end left upkeep undone
                 return
@@ -71,14 +74,13 @@ class Projector:
         if not defer_indexes:
             for statement in _index_statements(view):
                 tx.execute(self.storage.ddl(statement))
-        tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [view.name])
-        tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, fingerprint) VALUES (?, 0, ?)",
+        tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [view.name])
+        tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, fingerprint) VALUES ({tx.q}, 0, {tx.q})",
                    [view.name, view.fingerprint()])
 
     def positions(self) -> dict[str, int]:
         with self.storage.reading() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks})",
-                          self._names)
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE {self._mine[0]}", self._mine[1])
         known = {r["name"]: r["position"] for r in rows}
         return {v.name: known.get(v.name, 0) for v in self.views}
 
@@ -118,8 +120,8 @@ class Projector:
             # already serializes writers). Without the lock both read the same position, and
             # the slower one's update found it moved: StaleViewError, and the consumer died.
             # Only this projector's views: a rebuild's workers each hold their own views' rows.
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks})"
-                          f"{self._lock_rows}", self._names)
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE {self._mine[0]}"
+                          f"{self._lock_rows}", self._mine[1])
             at = {r["name"]: r["position"] for r in rows}
             for view in self.views:
                 pos = at.get(view.name)
@@ -129,7 +131,7 @@ class Projector:
                 if not todo:
                     continue
                 view.apply(tx, todo)
-                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ? AND position = ?",
+                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q} AND position = {tx.q}",
                            [last, view.name, pos])
                 if tx.rowcount() != 1:
                     raise StaleViewError(f"view {view.name} moved on under this batch")

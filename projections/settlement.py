@@ -23,11 +23,12 @@ from .quality import OUTLETS, PENALTIES, SERVICES, SHARES
 
 
 def _services(storage: Storage, start: int, end: int, at: int, outlet_id: str | None) -> list[Any]:
-    where = "s.done IS NOT NULL AND s.reviewed IS NOT NULL AND s.job IS NOT NULL AND s.reviewed >= ? " \
-            "AND s.reviewed < ? AND s.reviewed <= ?"
+    q = storage.q
+    where = f"s.done IS NOT NULL AND s.reviewed IS NOT NULL AND s.job IS NOT NULL AND s.reviewed >= {q} " \
+            f"AND s.reviewed < {q} AND s.reviewed <= {q}"
     params: list[Any] = [start, end, at]
     if outlet_id is not None:
-        where += " AND s.outlet_id = ?"
+        where += f" AND s.outlet_id = {q}"
         params.append(outlet_id)
     with storage.reading() as tx:
         return tx.all(f"SELECT s.case_id, s.outlet_id, s.technician_id, s.job, s.done, s.reviewed, o.tier, o.name "
@@ -36,10 +37,11 @@ def _services(storage: Storage, start: int, end: int, at: int, outlet_id: str | 
 
 
 def _penalties(storage: Storage, start: int, end: int, at: int, outlet_id: str | None) -> list[Any]:
-    where = "time >= ? AND time < ? AND time <= ?"
+    q = storage.q
+    where = f"time >= {q} AND time < {q} AND time <= {q}"
     params: list[Any] = [start, end, at]
     if outlet_id is not None:
-        where += " AND outlet_id = ?"
+        where += f" AND outlet_id = {q}"
         params.append(outlet_id)
     with storage.reading() as tx:
         return tx.all(f"SELECT * FROM {PENALTIES} WHERE {where} ORDER BY time, penalty_id", params)
@@ -112,13 +114,14 @@ def statements(storage: Storage, quality: QualityPolicy, start: int, end: int, a
 def penalties_by_owner(storage: Storage, start: int, end: int, at: int, party: str | None = None,
                        outlet_id: str | None = None) -> dict[str, Any]:
     """Who paid which penalties in [start, end), at `at`: the named owners and their managers."""
-    where = "p.time >= ? AND p.time < ? AND p.time <= ?"
+    q = storage.q
+    where = f"p.time >= {q} AND p.time < {q} AND p.time <= {q}"
     params: list[Any] = [start, end, at]
     if party is not None:
-        where += " AND s.party = ?"
+        where += f" AND s.party = {q}"
         params.append(party)
     if outlet_id is not None:
-        where += " AND p.outlet_id = ?"
+        where += f" AND p.outlet_id = {q}"
         params.append(outlet_id)
     with storage.reading() as tx:
         rows = tx.all(f"SELECT s.party, s.role, s.name, s.amount_cents, p.penalty_id, p.case_id, p.complaint_id, "

@@ -17,7 +17,7 @@ from .loop import ITEMS
 def case_standing(log: EventLog, policy: LoopPolicy, case_id: str, at: int,
                   known_at: int | None = None) -> dict[str, Any] | None:
     with log.storage.reading() as tx:
-        row = tx.one(f"SELECT file FROM {ITEMS} WHERE item = ?", [f"case:{case_id}"])
+        row = tx.one(f"SELECT file FROM {ITEMS} WHERE item = {tx.q}", [f"case:{case_id}"])
     if row is None:
         return None
     file = CaseFile.from_json(orjson.loads(row["file"]))

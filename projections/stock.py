@@ -22,10 +22,11 @@ def _stock(tx, warehouse_ids: list[str], at: int) -> dict[str, list[dict[str, An
     out: dict[str, list[dict[str, Any]]] = {w: [] for w in warehouse_ids}
     if not warehouse_ids:
         return out
+    among, params = tx.in_list("warehouse_id", warehouse_ids)
     rows = tx.all(
         f"SELECT warehouse_id, part_no, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved FROM {STOCK} "
-        f"WHERE time <= ? AND warehouse_id IN ({','.join('?' * len(warehouse_ids))}) "
-        "GROUP BY warehouse_id, part_no ORDER BY warehouse_id, part_no", [at, *warehouse_ids])
+        f"WHERE time <= {tx.q} AND {among} "
+        "GROUP BY warehouse_id, part_no ORDER BY warehouse_id, part_no", [at, *params])
     for r in rows:
         on_hand, reserved = int(r["on_hand"]), int(r["reserved"])
         out[r["warehouse_id"]].append({"part_no": r["part_no"], "on_hand": on_hand, "reserved": reserved,
@@ -35,17 +36,18 @@ def _stock(tx, warehouse_ids: list[str], at: int) -> dict[str, list[dict[str, An
 
 def warehouses(storage: Storage, at: int, level: int | None = None, region: str | None = None,
                limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    where, params = ["since <= ?"], [at]
+    q = storage.q
+    where, params = [f"since <= {q}"], [at]
     if level is not None:
-        where.append("level = ?")
+        where.append(f"level = {q}")
         params.append(level)
     if region:
-        where.append("region = ?")
+        where.append(f"region = {q}")
         params.append(region)
     clause = " AND ".join(where)
     with storage.reading() as tx:
         total = tx.one(f"SELECT COUNT(*) AS n FROM {WAREHOUSES} WHERE {clause}", params)["n"]
-        rows = tx.all(f"SELECT * FROM {WAREHOUSES} WHERE {clause} ORDER BY level, warehouse_id LIMIT ? OFFSET ?",
+        rows = tx.all(f"SELECT * FROM {WAREHOUSES} WHERE {clause} ORDER BY level, warehouse_id LIMIT {q} OFFSET {q}",
                       params + [limit, offset])
         stock = _stock(tx, [r["warehouse_id"] for r in rows], at)
     items = [{"warehouse_id": r["warehouse_id"], "level": r["level"], "region": r["region"],
@@ -55,7 +57,7 @@ def warehouses(storage: Storage, at: int, level: int | None = None, region: str 
 
 def warehouse(storage: Storage, warehouse_id: str, at: int) -> dict[str, Any] | None:
     with storage.reading() as tx:
-        row = tx.one(f"SELECT * FROM {WAREHOUSES} WHERE warehouse_id = ? AND since <= ?", [warehouse_id, at])
+        row = tx.one(f"SELECT * FROM {WAREHOUSES} WHERE warehouse_id = {tx.q} AND since <= {tx.q}", [warehouse_id, at])
         if row is None:
             return None
         stock = _stock(tx, [warehouse_id], at)[warehouse_id]
@@ -66,12 +68,13 @@ def warehouse(storage: Storage, warehouse_id: str, at: int) -> dict[str, Any] | 
 def part_requests(storage: Storage, at: int, outlet_id: str | None = None, case_id: str | None = None,
                   state: str = "open", limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """Part requests made by T, each with its status at T; `state` is open, all, or a status."""
-    where, params = ["requested <= ?"], [at]
+    q = storage.q
+    where, params = [f"requested <= {q}"], [at]
     if outlet_id:
-        where.append("outlet_id = ?")
+        where.append(f"outlet_id = {q}")
         params.append(outlet_id)
     if case_id:
-        where.append("case_id = ?")
+        where.append(f"case_id = {q}")
         params.append(case_id)
     with storage.reading() as tx:
         rows = tx.all(f"SELECT request_id, case_id, entries FROM {REQUESTS} WHERE {' AND '.join(where)} "

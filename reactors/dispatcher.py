@@ -137,7 +137,8 @@ class Dispatcher:
         for _ in range(10):  # a chain (re-dispatched, again not accepted) settles within a few rounds
             if len(seen) >= self.per_tick:
                 break
-            rows = tx.all(f"SELECT case_id, due, kind FROM {DEADLINES} WHERE due <= ? ORDER BY due, case_id LIMIT ?",
+            rows = tx.all(f"SELECT case_id, due, kind FROM {DEADLINES} WHERE due <= {tx.q} ORDER BY due, case_id "
+                          f"LIMIT {tx.q}",
                           [now, min(500, self.per_tick - len(seen))])
             rows = [r for r in rows if (r["case_id"], r["due"], r["kind"]) not in seen]
             if not rows:
@@ -183,43 +184,38 @@ class _Batch:
         tx = self.tx
         outlets = {f.subject: f for f in facts if f.type == "outlet.registered"}
         if outlets:
-            tx.executemany(
-                f"INSERT INTO {OUTLETS} (outlet_id, tier, daily_capacity) VALUES (?,?,?) ON CONFLICT (outlet_id) "
-                "DO UPDATE SET tier = excluded.tier, daily_capacity = excluded.daily_capacity",
-                [(o, f.data["tier"], f.data["daily_capacity"]) for o, f in sorted(outlets.items())],
-            )
+            tx.insert_many(OUTLETS, ("outlet_id", "tier", "daily_capacity"),
+                           [(o, f.data["tier"], f.data["daily_capacity"]) for o, f in sorted(outlets.items())],
+                           conflict=("outlet_id",), update=("tier", "daily_capacity"))
             for chunk in _chunks(sorted(outlets)):
-                tx.execute(f"DELETE FROM {COVERAGE} WHERE outlet_id IN ({','.join('?' * len(chunk))})", chunk)
-            tx.executemany(
-                f"INSERT INTO {COVERAGE} (region, product_line, outlet_id) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                [(r, line, o) for o, f in sorted(outlets.items())
-                 for r in f.data["regions"] for line in f.data["product_lines"]],
-            )
+                among, params = tx.in_list("outlet_id", chunk)
+                tx.execute(f"DELETE FROM {COVERAGE} WHERE {among}", params)
+            tx.insert_many(COVERAGE, ("region", "product_line", "outlet_id"),
+                           [(r, line, o) for o, f in sorted(outlets.items())
+                            for r in f.data["regions"] for line in f.data["product_lines"]],
+                           conflict=())
         technicians = {f.subject: f.data["outlet_id"] for f in facts if f.type == "technician.registered"}
         statuses = {f.subject: f.data["status"] for f in facts if f.type == "permit.status_changed"}
         counted = set(outlets) | set(technicians.values())
         if technicians or statuses:
             counted |= {r["outlet_id"] for r in rows_by(
-                tx, f"SELECT outlet_id FROM {STAFF} WHERE technician_id IN ({{marks}})", set(technicians) | set(statuses))
+                tx, f"SELECT outlet_id FROM {STAFF} WHERE {{among}}", "technician_id", set(technicians) | set(statuses))
                 if r["outlet_id"]}
         if technicians:
-            tx.executemany(
-                f"INSERT INTO {STAFF} (technician_id, outlet_id, status, jobs) VALUES (?,?,'normal',0) "
-                "ON CONFLICT (technician_id) DO UPDATE SET outlet_id = excluded.outlet_id",
-                sorted(technicians.items()),
-            )
+            tx.insert_many(STAFF, ("technician_id", "outlet_id", "status", "jobs"),
+                           [(t, o, "normal", 0) for t, o in sorted(technicians.items())],
+                           conflict=("technician_id",), update=("outlet_id",))
         if statuses:
-            tx.executemany(
-                f"INSERT INTO {STAFF} (technician_id, outlet_id, status, jobs) VALUES (?,NULL,?,0) "
-                "ON CONFLICT (technician_id) DO UPDATE SET status = excluded.status",
-                sorted(statuses.items()),
-            )
+            tx.insert_many(STAFF, ("technician_id", "outlet_id", "status", "jobs"),
+                           [(t, None, s, 0) for t, s in sorted(statuses.items())],
+                           conflict=("technician_id",), update=("status",))
         for chunk in _chunks(sorted(counted)):
+            among, params = tx.in_list("outlet_id", chunk)
             tx.execute(
                 f"UPDATE {OUTLETS} SET " + ", ".join(
                     f"n_{s} = (SELECT COUNT(*) FROM {STAFF} t WHERE t.outlet_id = {OUTLETS}.outlet_id AND t.status = '{s}')"
                     for s in ("normal", "warning", "eliminated"))
-                + f" WHERE outlet_id IN ({','.join('?' * len(chunk))})", chunk)
+                + f" WHERE {among}", params)
         self.outlets.clear()
         self.counts.clear()
         self.coverage.clear()
@@ -229,7 +225,7 @@ class _Batch:
     # --- loading ------------------------------------------------------------------------------
     def load_records(self, case_ids: set[str]) -> None:
         need = {c for c in case_ids if c not in self.records}
-        for row in rows_by(self.tx, f"SELECT case_id, record FROM {CASES} WHERE case_id IN ({{marks}})", need):
+        for row in rows_by(self.tx, f"SELECT case_id, record FROM {CASES} WHERE {{among}}", "case_id", need):
             self.records[row["case_id"]] = orjson.loads(row["record"])
         for c in need:
             self.records.setdefault(c, {"e": [], "holds": [], "repeat": None, "retry": None})
@@ -257,7 +253,7 @@ class _Batch:
         need = {o for o in outlet_ids if o not in self.outlets}
         if not need:
             return
-        for row in rows_by(self.tx, f"SELECT * FROM {OUTLETS} WHERE outlet_id IN ({{marks}})", need):
+        for row in rows_by(self.tx, f"SELECT * FROM {OUTLETS} WHERE {{among}}", "outlet_id", need):
             self.outlets[row["outlet_id"]] = Outlet(row["outlet_id"], row["tier"], row["daily_capacity"])
             self.counts[row["outlet_id"]] = (("normal", row["n_normal"]), ("warning", row["n_warning"]),
                                              ("eliminated", row["n_eliminated"]))
@@ -266,7 +262,7 @@ class _Batch:
         """The outlet's technicians, for naming the one who gets a job."""
         if outlet_id not in self.staff_of:
             self.staff_of[outlet_id] = []
-            for row in self.tx.all(f"SELECT technician_id, status, jobs FROM {STAFF} WHERE outlet_id = ? "
+            for row in self.tx.all(f"SELECT technician_id, status, jobs FROM {STAFF} WHERE outlet_id = {self.tx.q} "
                                    "ORDER BY technician_id", [outlet_id]):
                 self.staff.setdefault(row["technician_id"], Staff(row["technician_id"], row["status"], row["jobs"]))
                 self.staff_of[outlet_id].append(row["technician_id"])
@@ -274,8 +270,8 @@ class _Batch:
 
     def load_technicians(self, technician_ids: set[str]) -> None:
         need = {t for t in technician_ids if t not in self.staff}
-        for row in rows_by(self.tx, f"SELECT technician_id, status, jobs FROM {STAFF} WHERE technician_id IN ({{marks}})",
-                           need):
+        for row in rows_by(self.tx, f"SELECT technician_id, status, jobs FROM {STAFF} WHERE {{among}}",
+                           "technician_id", need):
             self.staff[row["technician_id"]] = Staff(row["technician_id"], row["status"], row["jobs"])
 
     def load_loads(self, outlet_ids: set[str], days: set[int]) -> None:
@@ -286,16 +282,16 @@ class _Batch:
             return
         for (o, d) in need:
             self.loads[(o, d)] = 0
-        day_list = sorted({d for _, d in need})
-        marks = ",".join("?" * len(day_list))
+        on_days, day_params = self.tx.in_list("day", sorted({d for _, d in need}))
         for chunk in _chunks(sorted({o for o, _ in need})):
-            for row in self.tx.all(f"SELECT outlet_id, day, n FROM {LOAD} WHERE day IN ({marks}) "
-                                   f"AND outlet_id IN ({','.join('?' * len(chunk))})", day_list + chunk):
+            among, params = self.tx.in_list("outlet_id", chunk)
+            for row in self.tx.all(f"SELECT outlet_id, day, n FROM {LOAD} WHERE {on_days} AND {among}",
+                                   day_params + params):
                 self.loads[(row["outlet_id"], row["day"])] = row["n"]
 
     def technician(self, technician_id: str) -> Staff | None:
         if technician_id not in self.staff:
-            row = self.tx.one(f"SELECT technician_id, outlet_id, status, jobs FROM {STAFF} WHERE technician_id = ?",
+            row = self.tx.one(f"SELECT technician_id, outlet_id, status, jobs FROM {STAFF} WHERE technician_id = {self.tx.q}",
                               [technician_id])
             if row is None:
                 return None
@@ -304,7 +300,7 @@ class _Batch:
 
     def serial(self, serial: str) -> tuple[str, int] | None:
         if serial not in self.serials:
-            row = self.tx.one(f"SELECT case_id, completed FROM {SERIALS} WHERE serial = ?", [serial])
+            row = self.tx.one(f"SELECT case_id, completed FROM {SERIALS} WHERE serial = {self.tx.q}", [serial])
             self.serials[serial] = (row["case_id"], row["completed"]) if row else None
         return self.serials[serial]
 
@@ -341,8 +337,8 @@ class _Batch:
                 pairs.add((region, line))
             days.add(self.policy.day_of(f.time_ms))
         if serials:
-            for row in rows_by(self.tx, f"SELECT serial, case_id, completed FROM {SERIALS} WHERE serial IN ({{marks}})",
-                               serials):
+            for row in rows_by(self.tx, f"SELECT serial, case_id, completed FROM {SERIALS} WHERE {{among}}",
+                               "serial", serials):
                 self.serials[row["serial"]] = (row["case_id"], row["completed"])
             for s in serials:
                 self.serials.setdefault(s, None)
@@ -567,35 +563,29 @@ class _Batch:
     def flush(self) -> None:
         tx = self.tx
         if self.dirty:
-            tx.executemany(
-                f"INSERT INTO {CASES} (case_id, record) VALUES (?,?) ON CONFLICT (case_id) DO UPDATE SET "
-                "record = excluded.record",
-                [(c, orjson.dumps(self.records[c]).decode()) for c in sorted(self.dirty)],
-            )
+            tx.insert_many(CASES, ("case_id", "record"),
+                           [(c, orjson.dumps(self.records[c]).decode()) for c in sorted(self.dirty)],
+                           conflict=("case_id",), update=("record",))
             self.dirty.clear()
         if self.loads_dirty:
-            tx.executemany(
-                f"INSERT INTO {LOAD} (outlet_id, day, n) VALUES (?,?,?) ON CONFLICT (outlet_id, day) DO UPDATE SET "
-                "n = excluded.n",
-                [(o, d, self.loads[(o, d)]) for o, d in sorted(self.loads_dirty)],
-            )
+            tx.insert_many(LOAD, ("outlet_id", "day", "n"), [(o, d, self.loads[(o, d)]) for o, d in sorted(self.loads_dirty)],
+                           conflict=("outlet_id", "day"), update=("n",))
             self.loads_dirty.clear()
         if self.staff_dirty:
-            tx.executemany(f"UPDATE {STAFF} SET jobs = ? WHERE technician_id = ?",
+            tx.executemany(f"UPDATE {STAFF} SET jobs = {tx.q} WHERE technician_id = {tx.q}",
                            [(self.staff[t].jobs, t) for t in sorted(self.staff_dirty)])
             self.staff_dirty.clear()
         if self.serials_dirty:
-            tx.executemany(
-                f"INSERT INTO {SERIALS} (serial, case_id, completed) VALUES (?,?,?) ON CONFLICT (serial) DO UPDATE SET "
-                "case_id = excluded.case_id, completed = excluded.completed",
-                [(s, *self.serials[s]) for s in sorted(self.serials_dirty)],  # type: ignore[misc]
-            )
+            tx.insert_many(SERIALS, ("serial", "case_id", "completed"),
+                           [(s, *self.serials[s]) for s in sorted(self.serials_dirty)],  # type: ignore[misc]
+                           conflict=("serial",), update=("case_id", "completed"))
             self.serials_dirty.clear()
         if self.deadlines:
             cases = sorted(self.deadlines)
             for chunk in _chunks(cases):
-                tx.execute(f"DELETE FROM {DEADLINES} WHERE case_id IN ({','.join('?' * len(chunk))})", chunk)
-            tx.executemany(f"INSERT INTO {DEADLINES} (case_id, due, kind) VALUES (?,?,?)",
+                among, params = tx.in_list("case_id", chunk)
+                tx.execute(f"DELETE FROM {DEADLINES} WHERE {among}", params)
+            tx.insert_many(DEADLINES, ("case_id", "due", "kind"),
                            [(c, *self.deadlines[c]) for c in cases if self.deadlines[c] is not None])  # type: ignore[misc]
             self.deadlines.clear()
 

@@ -18,7 +18,6 @@ reactor's state is rebuilt.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 from closedloop.domain.facts import Fact, iso
@@ -32,12 +31,6 @@ DIRTY = "leak_dirty"
 VERSION = "leak-alerts-2"
 _REFERENCE = ("outlet.registered", "technician.registered", "technician.praised", "technician.promoted",
               "stock.received")
-
-
-def enabled(env: dict[str, str] | None = None) -> bool:
-    """On unless CLOSEDLOOP_LEAK_ALERTS is 0/false/off."""
-    value = (env if env is not None else os.environ).get("CLOSEDLOOP_LEAK_ALERTS", "1").strip().lower()
-    return value not in ("0", "false", "off", "no")
 
 
 class LeakAlerts:
@@ -86,30 +79,28 @@ class LeakAlerts:
                 if kind == "case.registered":
                     calls.add(f.data["call_id"])
         for chunk in _chunks(sorted(feedback)):
-            rows = tx.all(f"SELECT case_id FROM {FEEDBACK} WHERE feedback_id IN ({_marks(chunk)}) "
-                          "AND case_id IS NOT NULL", chunk)
+            among, params = tx.in_list("feedback_id", chunk)
+            rows = tx.all(f"SELECT case_id FROM {FEEDBACK} WHERE {among} AND case_id IS NOT NULL", params)
             cases.update(r["case_id"] for r in rows)
         # feedback about no case (from a call) is an item of its own in the loop view
         items = ([f"case:{c}" for c in sorted(cases)] + [f"call:{c}" for c in sorted(calls)]
                  + [f"feedback:{f}" for f in sorted(feedback)])
-        tx.executemany(f"INSERT INTO {DIRTY} (item) VALUES (?) ON CONFLICT (item) DO NOTHING",
-                       [(i,) for i in items])
+        tx.insert_many(DIRTY, ("item",), [(i,) for i in items], conflict=("item",))
         return []  # what is open decides nothing yet; the passing of its due time does
 
     def _refresh(self, tx: Tx, items: list[str]) -> None:
-        marks = _marks(items)
+        among, params = tx.in_list("item", items)
         alerted = {(r["item"], r["stage"], r["due"]) for r in tx.all(
-            f"SELECT item, stage, due FROM {WATCH} WHERE item IN ({marks}) AND alerted = 1", items)}
+            f"SELECT item, stage, due FROM {WATCH} WHERE {among} AND alerted = 1", params)}
         open_now = tx.all(
             f"SELECT item, stage, due, owner, case_id, call_id, outlet_id, region FROM {SPANS} "
-            f"WHERE item IN ({marks}) AND closed IS NULL", items)
-        tx.execute(f"DELETE FROM {WATCH} WHERE item IN ({marks})", items)
-        tx.executemany(
-            f"INSERT INTO {WATCH} (item, stage, due, owner, case_id, call_id, outlet_id, region, alerted) "
-            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (item, stage, due) DO NOTHING",
+            f"WHERE {among} AND closed IS NULL", params)
+        tx.execute(f"DELETE FROM {WATCH} WHERE {among}", params)
+        tx.insert_many(
+            WATCH, ("item", "stage", "due", "owner", "case_id", "call_id", "outlet_id", "region", "alerted"),
             [(r["item"], r["stage"], r["due"], r["owner"], r["case_id"], r["call_id"], r["outlet_id"],
               r["region"], 1 if (r["item"], r["stage"], r["due"]) in alerted else 0) for r in open_now],
-        )
+            conflict=("item", "stage", "due"))
 
     # --- time passing: which open steps are now overdue -----------------------------------
     def due(self, tx: Tx, now: int) -> list[Fact]:
@@ -118,10 +109,10 @@ class LeakAlerts:
             self._refresh(tx, chunk)
         tx.execute(f"DELETE FROM {DIRTY}")
         rows = tx.all(f"SELECT item, stage, due, owner, case_id, call_id, outlet_id, region FROM {WATCH} "
-                      "WHERE alerted = 0 AND due <= ? ORDER BY due, item, stage", [now])
+                      f"WHERE alerted = 0 AND due <= {tx.q} ORDER BY due, item, stage", [now])
         if not rows:
             return []
-        tx.execute(f"UPDATE {WATCH} SET alerted = 1 WHERE alerted = 0 AND due <= ?", [now])
+        tx.execute(f"UPDATE {WATCH} SET alerted = 1 WHERE alerted = 0 AND due <= {tx.q}", [now])
         return [self._alert(r) for r in rows]
 
     def _alert(self, r: Any) -> Fact:
@@ -130,10 +121,6 @@ class LeakAlerts:
                 "call_id": r["call_id"], "outlet_id": r["outlet_id"], "region": r["region"]}
         return engine_fact("loop.leaked", subject, r["due"], data, self.name,
                            f"leak:{r['item']}:{r['stage']}:{r['due']}")
-
-
-def _marks(chunk: Sequence[Any]) -> str:
-    return ",".join("?" * len(chunk))
 
 
 def _chunks(keys: Sequence[str], size: int = 400):

@@ -1,7 +1,7 @@
 """The service network's process logic, configured in one place.
 
-`NetworkConfig` gathers the rules of dispatch, the permit and spare parts, read from the
-environment; `network_reactors` gives the engine's reactors that apply them. The permit
+`NetworkConfig` gathers the rules of dispatch, the permit and spare parts (built from the
+settings by `closedloop.app.settings.Settings.network_config`); `network_reactors` gives the engine's reactors that apply them. The permit
 keeper runs first, so that a status change it decides reaches the dispatcher in the same
 round.
 """
@@ -21,13 +21,6 @@ class NetworkConfig:
     dispatch: DispatchPolicy = field(default_factory=DispatchPolicy)
     permit: PermitRules = field(default_factory=PermitRules)
     parts: PartsRules = field(default_factory=PartsRules)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, auto_dispatch: bool | None = None) -> "NetworkConfig":
-        """From CLOSEDLOOP_* variables; `auto_dispatch` is the default when the environment
-        does not say (on for `serve` and `demo`, off for a library user and for imports)."""
-        dispatch = DispatchPolicy.from_env(env, auto_default=bool(auto_dispatch))
-        return cls(dispatch, PermitRules.from_env(env), PartsRules.from_env(env))
 
     def with_auto_dispatch(self, on: bool) -> "NetworkConfig":
         from dataclasses import replace

@@ -128,13 +128,13 @@ class _Batch:
 
     def load_requests(self, request_ids: set[str]) -> None:
         need = {r for r in request_ids if r not in self.requests}
-        for row in rows_by(self.tx, f"SELECT request_id, case_id, record FROM {REQUESTS} WHERE request_id IN ({{marks}})",
-                           need):
+        for row in rows_by(self.tx, f"SELECT request_id, case_id, record FROM {REQUESTS} WHERE {{among}}",
+                           "request_id", need):
             self.requests[row["request_id"]] = orjson.loads(row["record"])
 
     def load_cases(self, case_ids: set[str]) -> None:
         need = {c for c in case_ids if c not in self.cases}
-        for row in rows_by(self.tx, f"SELECT * FROM {CASES} WHERE case_id IN ({{marks}})", need):
+        for row in rows_by(self.tx, f"SELECT * FROM {CASES} WHERE {{among}}", "case_id", need):
             self.cases[row["case_id"]] = dict(row)
         for c in need:
             self.cases.setdefault(c, None)
@@ -146,7 +146,7 @@ class _Batch:
         for p in need:
             self.add_stock(p, [0, 0])
         for row in rows_by(self.tx, f"SELECT warehouse_id, part_no, on_hand, reserved FROM {STOCK} "
-                           "WHERE part_no IN ({marks})", {p for _, p in need}):
+                           "WHERE {among}", "part_no", {p for _, p in need}):
             pair = (row["warehouse_id"], row["part_no"])
             if pair in need:
                 self.stock[pair] = [row["on_hand"], row["reserved"]]
@@ -166,7 +166,7 @@ class _Batch:
                 self.stored_stock[p] = []
             for row in rows_by(self.tx, f"SELECT s.warehouse_id, s.part_no, s.on_hand, s.reserved, w.level, w.region "
                                f"FROM {STOCK} s JOIN {WAREHOUSES} w ON w.warehouse_id = s.warehouse_id "
-                               "WHERE s.part_no IN ({marks}) AND w.level IN (1, 2)", parts):
+                               "WHERE {among} AND w.level IN (1, 2)", "s.part_no", parts):
                 self.stored_stock[row["part_no"]].append(row)
         if self.regional is None:
             self.regional = {}
@@ -349,30 +349,21 @@ class _Batch:
     def flush(self) -> None:
         tx = self.tx
         if self.warehouses_dirty:
-            tx.executemany(
-                f"INSERT INTO {WAREHOUSES} (warehouse_id, level, region) VALUES (?,?,?) ON CONFLICT (warehouse_id) "
-                "DO UPDATE SET level = excluded.level, region = excluded.region",
-                [(w, *self.warehouses[w]) for w in sorted(self.warehouses_dirty)],
-            )
+            tx.insert_many(WAREHOUSES, ("warehouse_id", "level", "region"),
+                           [(w, *self.warehouses[w]) for w in sorted(self.warehouses_dirty)],
+                           conflict=("warehouse_id",), update=("level", "region"))
         if self.stock_dirty:
-            tx.executemany(
-                f"INSERT INTO {STOCK} (warehouse_id, part_no, on_hand, reserved) VALUES (?,?,?,?) "
-                "ON CONFLICT (warehouse_id, part_no) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved",
-                [(w, p, *self.stock[(w, p)]) for w, p in sorted(self.stock_dirty)],
-            )
+            tx.insert_many(STOCK, ("warehouse_id", "part_no", "on_hand", "reserved"),
+                           [(w, p, *self.stock[(w, p)]) for w, p in sorted(self.stock_dirty)],
+                           conflict=("warehouse_id", "part_no"), update=("on_hand", "reserved"))
         if self.requests_dirty:
-            tx.executemany(
-                f"INSERT INTO {REQUESTS} (request_id, case_id, part_no, status, record) VALUES (?,?,?,?,?) "
-                "ON CONFLICT (request_id) DO UPDATE SET part_no = excluded.part_no, status = excluded.status, "
-                "record = excluded.record",
-                [(r, self.requests[r]["case"], self.requests[r].get("part"), self.requests[r].get("status"),
-                  orjson.dumps(self.requests[r]).decode()) for r in sorted(self.requests_dirty)],
-            )
+            tx.insert_many(REQUESTS, ("request_id", "case_id", "part_no", "status", "record"),
+                           [(r, self.requests[r]["case"], self.requests[r].get("part"), self.requests[r].get("status"),
+                             orjson.dumps(self.requests[r]).decode()) for r in sorted(self.requests_dirty)],
+                           conflict=("request_id",), update=("part_no", "status", "record"))
         if self.cases_dirty:
             cols = ("case_id", "registered", "region", "region_time", "outlet_id", "outlet_time", "closed")
-            tx.executemany(
-                f"INSERT INTO {CASES} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) ON CONFLICT (case_id) "
-                f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols[1:])}",
-                [tuple(self.cases[c][k] for k in cols) for c in sorted(self.cases_dirty)],  # type: ignore[index]
-            )
+            tx.insert_many(CASES, cols,
+                           [tuple(self.cases[c][k] for k in cols) for c in sorted(self.cases_dirty)],  # type: ignore[index]
+                           conflict=("case_id",), update=cols[1:])
 

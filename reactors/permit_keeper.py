@@ -85,7 +85,7 @@ class PermitKeeper:
 
     def due(self, tx: Tx, now: int) -> list[Fact]:
         now = horizon(tx, WATERMARK, now, self.behind)
-        rows = tx.all(f"SELECT technician_id FROM {PERMITS} WHERE review_due <= ? ORDER BY review_due LIMIT 5000",
+        rows = tx.all(f"SELECT technician_id FROM {PERMITS} WHERE review_due <= {tx.q} ORDER BY review_due LIMIT 5000",
                       [now])
         if not rows:
             return []
@@ -164,7 +164,7 @@ class _Batch:
             if f.type == "service.completed":
                 serials.update(e[3]["serial"] for e in self.cases[f.subject]["e"] if e[3].get("serial"))
         for row in rows_by(self.tx, f"SELECT serial, case_id, completed, technician_id FROM {SERIALS} "
-                           "WHERE serial IN ({marks})", serials):
+                           "WHERE {among}", "serial", serials):
             self.serials[row["serial"]] = (row["case_id"], row["completed"], row["technician_id"])
             technicians.add(row["technician_id"])
         for s in serials:
@@ -173,14 +173,14 @@ class _Batch:
 
     def load_cases(self, case_ids: set[str]) -> None:
         need = {c for c in case_ids if c not in self.cases}
-        for row in rows_by(self.tx, f"SELECT case_id, record FROM {CASES} WHERE case_id IN ({{marks}})", need):
+        for row in rows_by(self.tx, f"SELECT case_id, record FROM {CASES} WHERE {{among}}", "case_id", need):
             self.cases[row["case_id"]] = orjson.loads(row["record"])
         for c in need:
             self.cases.setdefault(c, {"e": [], "q": [], "d": []})
 
     def load_permits(self, technicians: set[str]) -> None:
         need = {t for t in technicians if t not in self.techs}
-        for row in rows_by(self.tx, f"SELECT * FROM {PERMITS} WHERE technician_id IN ({{marks}})", need):
+        for row in rows_by(self.tx, f"SELECT * FROM {PERMITS} WHERE {{among}}", "technician_id", need):
             permit = Permit(row["technician_id"], row["balance"], row["status"], row["period_start"])
             self.techs[row["technician_id"]] = _Tech(permit, row["outlet_id"], row["review_due"],
                                                      set(orjson.loads(row["applied"])))
@@ -284,7 +284,7 @@ class _Batch:
                 rec["d"].append(f"{v.technician_id}|{v.rule}")
 
     def serial(self, serial: str) -> tuple[str, int, str] | None:
-        row = self.tx.one(f"SELECT case_id, completed, technician_id FROM {SERIALS} WHERE serial = ?", [serial])
+        row = self.tx.one(f"SELECT case_id, completed, technician_id FROM {SERIALS} WHERE serial = {self.tx.q}", [serial])
         self.serials[serial] = (row["case_id"], row["completed"], row["technician_id"]) if row else None
         return self.serials[serial]
 
@@ -320,18 +320,13 @@ class _Batch:
 
     def flush(self) -> None:
         if self.cases_dirty:
-            self.tx.executemany(
-                f"INSERT INTO {CASES} (case_id, record) VALUES (?,?) ON CONFLICT (case_id) DO UPDATE SET "
-                "record = excluded.record",
-                [(c, orjson.dumps(self.cases[c]).decode()) for c in sorted(self.cases_dirty)],
-            )
+            self.tx.insert_many(CASES, ("case_id", "record"),
+                                [(c, orjson.dumps(self.cases[c]).decode()) for c in sorted(self.cases_dirty)],
+                                conflict=("case_id",), update=("record",))
         if self.serials_dirty:
-            self.tx.executemany(
-                f"INSERT INTO {SERIALS} (serial, case_id, completed, technician_id) VALUES (?,?,?,?) "
-                "ON CONFLICT (serial) DO UPDATE SET case_id = excluded.case_id, completed = excluded.completed, "
-                "technician_id = excluded.technician_id",
-                [(s, *self.serials[s]) for s in sorted(self.serials_dirty)],  # type: ignore[misc]
-            )
+            self.tx.insert_many(SERIALS, ("serial", "case_id", "completed", "technician_id"),
+                                [(s, *self.serials[s]) for s in sorted(self.serials_dirty)],  # type: ignore[misc]
+                                conflict=("serial",), update=("case_id", "completed", "technician_id"))
         rows = []
         for t in sorted(self.techs_dirty):
             tech = self.techs[t]
@@ -340,10 +335,5 @@ class _Batch:
             p = tech.permit
             rows.append((t, tech.outlet_id, p.balance, p.status, p.period_start, tech.review_due,
                          orjson.dumps(sorted(tech.applied)).decode()))
-        self.tx.executemany(
-            f"INSERT INTO {PERMITS} (technician_id, outlet_id, balance, status, period_start, review_due, applied) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (technician_id) DO UPDATE SET outlet_id = excluded.outlet_id, "
-            "balance = excluded.balance, status = excluded.status, period_start = excluded.period_start, "
-            "review_due = excluded.review_due, applied = excluded.applied",
-            rows,
-        )
+        columns = ("technician_id", "outlet_id", "balance", "status", "period_start", "review_due", "applied")
+        self.tx.insert_many(PERMITS, columns, rows, conflict=("technician_id",), update=columns[1:])

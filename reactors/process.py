@@ -56,7 +56,8 @@ class Reactions:
         # already does this)
         self._lock_rows = " FOR UPDATE" if log.storage.dialect == "postgresql" else ""
         self._names = [r.name for r in self.reactors]
-        self._marks = ",".join("?" * len(self._names)) or "NULL"
+        # `name` among these reactors, as a condition and its parameters
+        self._mine = log.storage.in_list("name", self._names)
         # the decisions the last `run` or `tick` appended: the views take them without reading them
         # back, and the next run hands them to the reactors that have not seen them yet
         self.appended: list[Fact] = []
@@ -74,7 +75,7 @@ class Reactions:
         head = self.log.head()
         with storage.writing() as tx:
             storage.lock_ddl(tx)
-            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
+            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [reactor.name])
             if row is not None and row["fingerprint"] == reactor.fingerprint():
                 return
             for table in reactor.tables():
@@ -82,13 +83,14 @@ class Reactions:
             for statement in reactor.create_statements():
                 tx.execute(storage.ddl(statement))
             # What the log holds now was decided already: fold it, decide nothing again.
-            tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", [reactor.name])
-            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, quiet_until, fingerprint) VALUES (?,0,?,?)",
+            tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [reactor.name])
+            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, quiet_until, fingerprint) "
+                       f"VALUES ({tx.q},0,{tx.q},{tx.q})",
                        [reactor.name, head, reactor.fingerprint()])
 
     def positions(self) -> dict[str, int]:
         with self.log.storage.reading() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE name IN ({self._marks})", self._names)
+            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE {self._mine[0]}", self._mine[1])
         known = {r["name"]: r["position"] for r in rows}
         return {r.name: known.get(r.name, 0) for r in self.reactors}
 
@@ -141,8 +143,8 @@ class Reactions:
         def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
             # only these reactors' rows: a consumer keeping another share of them is not held up
-            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} WHERE name IN ({self._marks}) "
-                          f"ORDER BY name{self._lock_rows}", self._names)
+            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} WHERE {self._mine[0]} "
+                          f"ORDER BY name{self._lock_rows}", self._mine[1])
             at = {r["name"]: (r["position"], r["quiet_until"]) for r in rows}
             # (after skip_busy_reactors, the reactors another process is answering now are not in `at`)
             mine = [r for r in reactors if r.name in at]
@@ -161,7 +163,7 @@ class Reactions:
                 stored_all += stored
                 # a reactor has seen what was in hand when it answered; its own decisions and
                 # those of the reactors after it come to it with the next round, from the log
-                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ?",
+                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q}",
                            [todo[-1].position, reactor.name])
             return stored_all
 
@@ -179,7 +181,7 @@ class Reactions:
         answering it now (only after skip_busy_reactors)."""
         def work(session: AppendSession) -> list[Fact] | None:
             tx = session.tx
-            row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = ?{self._lock_rows}",
+            row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = {tx.q}{self._lock_rows}",
                          [reactor.name])
             if row is None:
                 return None
@@ -188,7 +190,7 @@ class Reactions:
             if not todo:
                 return []
             stored = _answer(session, reactor, todo, quiet_until)
-            tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ? AND position = ?",
+            tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q} AND position = {tx.q}",
                        [todo[-1].position, reactor.name, position])
             if tx.rowcount() != 1:
                 raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")

@@ -21,7 +21,7 @@ CHUNK = 400
 
 def replaying(tx: Tx, name: str, facts: Sequence[Fact]) -> bool:
     """True when these facts are being folded to rebuild state, not decided on."""
-    row = tx.one(f"SELECT quiet_until FROM {POSITIONS_TABLE} WHERE name = ?", [name])
+    row = tx.one(f"SELECT quiet_until FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [name])
     return bool(row) and bool(facts) and (facts[-1].position or 0) <= row["quiet_until"]
 
 
@@ -40,11 +40,13 @@ def chunked(keys: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def rows_by(tx: Tx, sql: str, keys: Iterable[Any]) -> list[Any]:
-    """Run `sql` (with one `{marks}` for an IN list) over the keys, in chunks."""
+def rows_by(tx: Tx, sql: str, column: str, keys: Iterable[Any]) -> list[Any]:
+    """Run `sql` over the keys, in chunks: its one slot `{among}` is filled with `column`
+    among a chunk of them (`Tx.in_list`), and its parameters are the chunk's."""
     out: list[Any] = []
     for chunk in chunked(keys):
-        out.extend(tx.all(sql.format(marks=",".join("?" * len(chunk))), chunk))
+        among, params = tx.in_list(column, chunk)
+        out.extend(tx.all(sql.format(among=among), params))
     return out
 
 
@@ -57,7 +59,7 @@ def rows_by_pairs(tx: Tx, sql: str, pairs: Iterable[tuple[Any, Any]]) -> list[An
     items = sorted(set(pairs))
     for i in range(0, len(items), CHUNK):
         chunk = items[i : i + CHUNK]
-        values = ",".join(["(?,?)"] * len(chunk))
+        values = ",".join([f"({tx.q},{tx.q})"] * len(chunk))
         out.extend(tx.all(sql.format(pairs=f"k(a, b) AS (VALUES {values})"), [v for p in chunk for v in p]))
     return out
 
@@ -77,7 +79,7 @@ def advance_watermark(tx: Tx, table: str, facts: Sequence[Fact], own_source: str
         return
     recorded = newest.recorded_ms if newest.recorded_ms is not None else newest.time_ms
     tx.execute(f"DELETE FROM {table} WHERE id = 1")
-    tx.execute(f"INSERT INTO {table} (id, world, recorded) VALUES (1, ?, ?)", [newest.time_ms, recorded])
+    tx.execute(f"INSERT INTO {table} (id, world, recorded) VALUES (1, {tx.q}, {tx.q})", [newest.time_ms, recorded])
 
 
 def horizon(tx: Tx, table: str, now: int, behind: int) -> int:

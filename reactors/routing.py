@@ -105,7 +105,7 @@ class FeedbackRouter:
         stories: dict[str, list[Fact]] = {f"case:{c}": [] for c in wanted}
         col = "rowid" if self.log.storage.dialect == "sqlite" else "notification_id"
         for r in rows_by(tx, f"SELECT {col} AS position, originator_id, topic, state FROM {EVENTS_TABLE} "
-                         "WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version", stories):
+                         "WHERE {among} ORDER BY originator_id, originator_version", "originator_id", stories):
             stories[r["originator_id"]].append(decode(r["position"], r["topic"], bytes(r["state"])))
         return stories
 

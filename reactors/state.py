@@ -38,8 +38,8 @@ class DocumentSession:
     def load(self, keys: Iterable[str]) -> None:
         need = sorted({k for k in keys if k not in self.docs})
         for i in range(0, len(need), 400):
-            chunk = need[i : i + 400]
-            rows = self.tx.all(f"SELECT key, doc FROM {self.table} WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            among, params = self.tx.in_list("key", need[i : i + 400])
+            rows = self.tx.all(f"SELECT key, doc FROM {self.table} WHERE {among}", params)
             for row in rows:
                 self.docs[row["key"]] = orjson.loads(row["doc"])
         for k in need:
@@ -60,8 +60,5 @@ class DocumentSession:
 
     def flush(self) -> None:
         rows = [(k, orjson.dumps(self.docs[k]).decode()) for k in sorted(self.dirty) if self.docs.get(k) is not None]
-        self.tx.executemany(
-            f"INSERT INTO {self.table} (key, doc) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET doc = excluded.doc",
-            rows,
-        )
+        self.tx.insert_many(self.table, ("key", "doc"), rows, conflict=("key",), update=("doc",))
         self.dirty.clear()

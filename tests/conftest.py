@@ -29,6 +29,32 @@ def _postgres_available() -> str | None:
 
 _PG_PROBLEM = _postgres_available()
 
+# The engine reads its switches from CLOSEDLOOP_* variables; one left in a shell
+# (CLOSEDLOOP_REACTORS=off) would change what every test sees. Only the test rig's own
+# settings (CLOSEDLOOP_TEST_*: the PostgreSQL URL, the Kafka bootstrap, chromium) pass.
+_RIG = "CLOSEDLOOP_TEST_"
+
+
+def _engine_settings() -> list[str]:
+    return [name for name in os.environ if name.startswith("CLOSEDLOOP_") and not name.startswith(_RIG)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_engine_settings_for_the_session() -> Iterator[None]:
+    """Before any session fixture starts a server or a broker: none of the shell's settings."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _engine_settings():
+            mp.delenv(name)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without engine settings, whatever a test before it left behind;
+    a test sets what it needs with `monkeypatch.setenv`."""
+    for name in _engine_settings():
+        monkeypatch.delenv(name)
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:

@@ -45,8 +45,18 @@ def test_binary_content_mode(client: TestClient):
                "ce-time": "2026-10-30T10:00:00Z", "ce-subject": "CASE-1"}
     r = post(client, "/events", {"technician_id": "TEC-1"}, "application/json", **headers)
     assert r.status_code == 202, r.text
-    timeline_source = client.get("/health").json()["log_head"]
-    assert timeline_source == 1
+    assert r.json()["accepted"] == 1 and r.json()["position"] == 1
+    assert client.get("/health").json()["log_head"] == 1
+    # what is stored is what was sent: the headers became the envelope, the body the data
+    [stored] = client.get("/cases/CASE-1", params={"as_of": "2026-10-30T12:00:00Z"}).json()["timeline"]
+    assert {k: stored[k] for k in ("id", "source", "type", "time", "subject", "data", "position")} == {
+        "id": "bin-1", "source": "/outlet/OUT-1", "type": "visit.arrived", "time": "2026-10-30T10:00:00.000Z",
+        "subject": "CASE-1", "data": {"technician_id": "TEC-1"}, "position": 1}
+    # and it is the same event as its structured form: sent that way, it is a resend
+    structured = event("visit.arrived", "CASE-1", "2026-10-30T10:00:00Z", {"technician_id": "TEC-1"},
+                       source="/outlet/OUT-1", id="bin-1")
+    assert post(client, "/events", structured).json() == {"accepted": 0, "duplicates": 1, "rejected": [],
+                                                          "position": None}
 
 
 def test_a_batch_is_recorded_in_one_request(client: TestClient):
@@ -184,17 +194,15 @@ def test_invalid_utf8_and_absurd_nesting_get_a_400(client: TestClient):
 
 
 def test_a_batch_over_the_limit_is_refused_before_anything_is_recorded(client: TestClient, monkeypatch):
-    from closedloop.api import events as events_api
-
-    monkeypatch.setattr(events_api, "MAX_BATCH_EVENTS", 10)
+    # the app's limit, as create_app set it from CLOSEDLOOP_MAX_BATCH_EVENTS
+    monkeypatch.setattr(client.app.state, "max_batch_events", 10)
     r = post(client, "/events/batch", [CALL] * 11, BATCH)
     assert r.status_code == 413 and "split it" in r.json()["error"]
     assert client.get("/health").json()["log_head"] == 0
 
 
 def test_a_body_over_the_limit_is_refused(client: TestClient, monkeypatch):
-    from closedloop.api import common
-
-    monkeypatch.setattr(common, "MAX_BODY_BYTES", 1000)
+    # the app's limit, as create_app set it from CLOSEDLOOP_MAX_BODY_MB
+    monkeypatch.setattr(client.app.state, "max_body_bytes", 1000)
     r = post(client, "/events/batch", [CALL] * 20, BATCH)
     assert r.status_code == 413

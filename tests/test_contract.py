@@ -9,6 +9,8 @@ from closedloop.domain.facts import FACT_TYPES, Fact
 
 from conftest import event, registration
 
+pytestmark = pytest.mark.fast
+
 
 def fields_of(r: Rejection) -> set[str]:
     return {e["field"] for e in r.errors}
@@ -95,7 +97,13 @@ def test_binary_mode_headers_become_the_envelope():
     headers = {"ce-specversion": "1.0", "ce-id": "x1", "ce-source": "/outlet/OUT-1", "ce-type": "visit.arrived",
                "ce-time": "2026-10-30T08:10:00Z", "ce-subject": "CASE-1", "content-type": "application/json"}
     f = validate(from_binary(headers, {"technician_id": "TEC-1"}))
-    assert isinstance(f, Fact) and f.source == "/outlet/OUT-1" and f.type == "visit.arrived"
+    assert isinstance(f, Fact)
+    assert (f.id, f.source, f.type, f.subject, f.time_ms, dict(f.data)) == (
+        "x1", "/outlet/OUT-1", "visit.arrived", "CASE-1", 1793318400000 + (8 * 60 + 10) * 60_000,
+        {"technician_id": "TEC-1"})
+    # the same fact as the event sent in structured mode
+    assert f == validate(event("visit.arrived", "CASE-1", "2026-10-30T08:10:00Z", {"technician_id": "TEC-1"},
+                               source="/outlet/OUT-1", id="x1"))
 
 
 def test_something_that_is_not_an_object_is_rejected():

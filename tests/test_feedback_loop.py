@@ -4,11 +4,15 @@ when the action is verified; what is not answered in time leaks at the fed-back 
 
 from __future__ import annotations
 
+import csv
+import io
+
+import orjson
 import pytest
 
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.loop import assess
-from closedloop.domain.policy import LoopPolicy, parse_routes
+from closedloop.domain.policy import parse_routes
 from closedloop.app.engine import Engine
 from closedloop.projections import feedback as feedback_view
 from closedloop.projections import leaks as leaks_view
@@ -16,6 +20,7 @@ from closedloop.projections import leaks as leaks_view
 from conftest import client_for, event
 from stories import case
 from closedloop.domain.loop import lite
+from closedloop.app.settings import load_settings
 from test_loop_rules import POLICY, REACHED, REGISTERED, fact, given, leaked_at, steps_at
 
 COMPLETED_MANUFACTURING = ("service.completed", "2026-10-31T09:00:00Z",
@@ -36,6 +41,7 @@ def closed(time: str, verified: bool) -> tuple[str, str, dict]:
 
 
 # --- the lifecycle, as the loop walks it ----------------------------------------------------
+@pytest.mark.fast
 def test_an_acknowledgement_with_a_due_date_keeps_the_step_open_until_the_action_is_verified():
     file = given(REGISTERED, COMPLETED_MANUFACTURING, REACHED, ROUTED,
                  acked("2026-11-01T10:00:00Z", due="2026-11-20T00:00:00Z"),
@@ -46,6 +52,7 @@ def test_an_acknowledgement_with_a_due_date_keeps_the_step_open_until_the_action
     assert leaked_at(file, "2026-11-30T00:00:00Z") == set()
 
 
+@pytest.mark.fast
 def test_an_action_not_verified_by_its_due_date_leaks_at_fed_back_owned_by_the_named_owner():
     file = given(REGISTERED, COMPLETED_MANUFACTURING, REACHED, ROUTED,
                  acked("2026-11-01T10:00:00Z", due="2026-11-20T00:00:00Z"))
@@ -55,6 +62,7 @@ def test_an_action_not_verified_by_its_due_date_leaks_at_fed_back_owned_by_the_n
     assert (step.status, step.owner, step.due) == ("overdue", "Zhao Gang", parse_ms("2026-11-20T00:00:00Z"))
 
 
+@pytest.mark.fast
 def test_a_closure_that_cannot_verify_the_action_reopens_the_step_until_acknowledged_again():
     file = given(REGISTERED, COMPLETED_MANUFACTURING, REACHED, ROUTED,
                  acked("2026-11-01T10:00:00Z", due="2026-11-20T00:00:00Z"),
@@ -73,11 +81,13 @@ def test_a_closure_that_cannot_verify_the_action_reopens_the_step_until_acknowle
     assert steps_at(file, "2026-11-25T00:00:00Z")["fed_back"] == "done"
 
 
+@pytest.mark.fast
 def test_an_acknowledgement_without_a_due_date_closes_the_step_as_before():
     file = given(REGISTERED, COMPLETED_MANUFACTURING, REACHED, ROUTED, acked("2026-11-01T10:00:00Z"))
     assert steps_at(file, "2026-11-02T00:00:00Z")["fed_back"] == "done"
 
 
+@pytest.mark.fast
 def test_a_closure_before_a_named_owner_is_flagged_and_closes_nothing():
     file = given(REGISTERED, COMPLETED_MANUFACTURING, REACHED, ROUTED, closed("2026-11-01T00:00:00Z", verified=True))
     a = assess(file, POLICY)
@@ -85,6 +95,7 @@ def test_a_closure_before_a_named_owner_is_flagged_and_closes_nothing():
     assert leaked_at(file, "2026-11-03T09:00:00Z") == {"fed_back"}
 
 
+@pytest.mark.fast
 def test_feedback_routed_to_another_department_is_an_item_of_its_own_that_leaks_unanswered():
     routed_sales = ("feedback.routed", "2026-10-31T10:00:00Z",
                     {"case_id": "CASE-1", "department": "sales", "summary": "wants a bigger one"})
@@ -174,8 +185,8 @@ def test_a_suggestion_or_purchase_interest_call_is_routed_and_leaks_unanswered(e
 
 
 def test_routing_rules_are_configuration(database_url: str):
-    policy = LoopPolicy.from_env({"CLOSEDLOOP_ROUTE_CAUSES": "design=design, installation=design",
-                                  "CLOSEDLOOP_ROUTE_INTENTS": ""})
+    policy = load_settings(env={"CLOSEDLOOP_ROUTE_CAUSES": "design=design, installation=design",
+                                "CLOSEDLOOP_ROUTE_INTENTS": ""}).loop_policy()
     assert policy.feedback_departments == {"design": "design", "installation": "design"}
     engine = Engine.open(database_url, policy=policy)
     engine.submit(case("CASE-1", "2026-10-30T08:00:00Z", cause="installation")
@@ -186,10 +197,11 @@ def test_routing_rules_are_configuration(database_url: str):
     engine.close()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("text", ["design", "design=marketing", "gremlins=design", "=design"])
 def test_a_bad_routing_rule_is_refused_with_the_reason(text: str):
     with pytest.raises(ValueError) as err:
-        LoopPolicy.from_env({"CLOSEDLOOP_ROUTE_CAUSES": text})
+        load_settings(env={"CLOSEDLOOP_ROUTE_CAUSES": text})
     assert str(err.value).startswith("CLOSEDLOOP_ROUTE_CAUSES: ")
     assert parse_routes("", ("design",)) == {}
 
@@ -249,6 +261,22 @@ def test_a_department_exports_its_items_as_csv(engine: Engine):
         header, row = r.text.splitlines()[:2]
         assert "feedback_ids" in header and "product_production_batch" in header
         assert "FB-CASE-1-manufacturing" in row and "B2026-05-C" in row and "[" not in row
+        # the CSV says what the JSON of the same question says, item for item: the product's
+        # details as product_* columns, a list space-separated, an object as JSON
+        same = client.get("/quality/feedback", params={"department": "manufacturing",
+                                                       "as_of": "2026-11-05T00:00:00Z"}).json()["items"]
+        assert len(same) == 1
+
+        def cell(value) -> str:
+            if value is None:
+                return ""
+            if isinstance(value, list):
+                return " ".join(map(str, value))
+            return orjson.dumps(value).decode() if isinstance(value, dict) else str(value)
+
+        expected = [{k: cell(v) for k, v in item.items() if k != "product"}
+                    | {f"product_{k}": cell(v) for k, v in item["product"].items()} for item in same]
+        assert list(csv.DictReader(io.StringIO(r.text))) == expected
         one = client.get("/quality/feedback/FB-CASE-1-manufacturing", params={"as_of": "2026-11-05T00:00:00Z"})
         assert one.status_code == 200 and one.json()["status"] == "awaiting_owner"
         assert client.get("/quality/feedback/FB-NOPE").status_code == 404

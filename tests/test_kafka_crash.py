@@ -25,7 +25,8 @@ from closedloop.reactors.process import ENGINE_SOURCE
 from closedloop.projections import leaks as leaks_view
 from closedloop.simulation.workload import WorkloadSpec, generate
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+# its own budget: up to a minute per killed consumer to make progress, then a last run to the end
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 POISON_EVERY = 97
 

@@ -33,7 +33,8 @@ def test_the_api_shows_lag_per_partition_and_the_publishers_position(
         after = client.get("/kafka/lag", params={"topic": topic}).json()
         assert after["total_lag"] == 0 and sum(p["position"] or 0 for p in after["partitions"]) == 6
         assert after["publisher"] == {"position": 0, "log_head": 6, "behind": 6, "routes": after["publisher"]["routes"]}
-        monkeypatch.setenv(binding.BOOTSTRAP_ENV, "127.0.0.1:1")  # brokers away: positions still shown
+    monkeypatch.setenv(binding.BOOTSTRAP_ENV, "127.0.0.1:1")  # brokers away: positions still shown
+    with client_for(engine, "operator") as client:  # the API reads its settings when it is made
         away = client.get("/kafka/lag", params={"topic": topic}).json()
         assert "could not ask the brokers" in away["error"] and away["total_lag"] is None
         assert sum(p["position"] or 0 for p in away["partitions"]) == 6
@@ -69,5 +70,7 @@ def test_consume_publish_and_kafka_lag_commands(kafka_bootstrap: str, tmp_path: 
 def test_kafka_commands_without_brokers_say_how_to_give_them(tmp_path: Path):
     r = run(["consume"], tmp_path, CLOSEDLOOP_KAFKA_BOOTSTRAP="")
     assert r.returncode == 1 and "CLOSEDLOOP_KAFKA_BOOTSTRAP" in r.stderr and "Traceback" not in r.stderr
-    r = run(["consume", "--bootstrap", "localhost", "--member", "3/2"], tmp_path)
-    assert r.returncode == 1 and "is not host:port" in r.stderr
+    r = run(["consume", "--bootstrap", "localhost"], tmp_path)
+    assert r.returncode == 2 and "is not host:port" in r.stderr and "Traceback" not in r.stderr
+    r = run(["consume", "--bootstrap", "localhost:9092", "--member", "3/2"], tmp_path)
+    assert r.returncode == 2 and "'3/2' is not k/n" in r.stderr and "Traceback" not in r.stderr

@@ -14,7 +14,8 @@ from closedloop.consumers.kafka_publisher import POSITIONS_TABLE, KafkaPublisher
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.policy import LoopPolicy
 from closedloop.app.engine import Engine
-from closedloop.reactors.leak_alerts import LeakAlerts, enabled
+from closedloop.reactors.leak_alerts import LeakAlerts
+from closedloop.app.settings import load_settings
 from closedloop.projections import leaks as leaks_view
 
 from conftest import event, registration
@@ -95,8 +96,9 @@ def test_a_step_that_arrives_already_overdue_is_alerted_at_the_next_look(databas
 
 
 def test_leak_alerts_are_on_by_default_and_can_be_switched_off():
-    assert enabled({}) and not enabled({"CLOSEDLOOP_LEAK_ALERTS": "0"}) and not enabled(
-        {"CLOSEDLOOP_LEAK_ALERTS": "off"})
+    assert load_settings(env={}).leak_alerts
+    assert not load_settings(env={"CLOSEDLOOP_LEAK_ALERTS": "0"}).leak_alerts
+    assert not load_settings(env={"CLOSEDLOOP_LEAK_ALERTS": "off"}).leak_alerts
 
 
 # --- publishing ------------------------------------------------------------------------------

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from closedloop.contract.events import validate
 from closedloop.domain.facts import Fact, parse_ms
 from closedloop.domain.loop import CaseFile, assess, lite
 from closedloop.domain.policy import LoopPolicy, parse_duration
+from closedloop.app.settings import load_settings
 
 from conftest import event, registration
+
+pytestmark = pytest.mark.fast
 
 POLICY = LoopPolicy()
 CALL_AT = "2026-10-30T08:00:00Z"
@@ -187,6 +192,6 @@ def test_a_complaint_call_about_a_case_is_recorded_by_a_complaint_filed_on_it():
 
 
 def test_deadlines_are_configuration():
-    policy = LoopPolicy.from_env({"CLOSEDLOOP_HANDLE_WITHIN": "24h", "CLOSEDLOOP_RECORD_WITHIN": "15m"})
+    policy = load_settings(env={"CLOSEDLOOP_HANDLE_WITHIN": "24h", "CLOSEDLOOP_RECORD_WITHIN": "15m"}).loop_policy()
     assert policy.handle_within == parse_duration("1d") and policy.record_within == 15 * 60_000
     assert policy.fingerprint() != LoopPolicy().fingerprint()

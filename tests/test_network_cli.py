@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from test_cli import EXE, free_port, run
+from test_cli import EXE, free_port, one_line, run
 
 
 def test_the_demo_reports_dispatches_alarms_parts_and_permits(tmp_path: Path):
@@ -39,8 +39,11 @@ def test_serve_says_whether_it_dispatches_by_itself(tmp_path: Path):
 
 def test_a_bad_network_setting_is_explained(tmp_path: Path):
     r = run(["status", "--database", f"sqlite:///{tmp_path}/x.db"], tmp_path, CLOSEDLOOP_AUTO_DISPATCH="maybe")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "CLOSEDLOOP_AUTO_DISPATCH must be on or off" in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert one_line(r.stderr).startswith('closedloop status: CLOSEDLOOP_AUTO_DISPATCH: "maybe" is not on or off')
     r = run(["status", "--database", f"sqlite:///{tmp_path}/x.db"], tmp_path,
             CLOSEDLOOP_PERMIT_RULES='{"deductions": {"lateness": 1}}')
-    assert r.returncode == 1 and "deductions.lateness is not a rule" in r.stderr
+    assert r.returncode == 2 and "deductions.lateness is not a rule" in one_line(r.stderr)
+    r = run(["serve", "--no-auto-dispatch", "--port", "http"], tmp_path)
+    assert r.returncode == 2 and '--port: "http" is not a port number' in one_line(r.stderr)
+    assert not (tmp_path / "x.db").exists()

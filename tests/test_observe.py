@@ -134,6 +134,7 @@ def test_a_failing_reading_is_reported_and_the_others_still_answer(engine: Engin
     assert value(m, "closedloop_log_head") == 0
 
 
+@pytest.mark.fast
 def test_a_consumer_lag_report_becomes_position_and_lag_per_partition():
     report = {"partitions": [
         {"topic": "closedloop.events", "partition": 0, "position": 120, "end": 150, "lag": 30},
@@ -146,6 +147,7 @@ def test_a_consumer_lag_report_becomes_position_and_lag_per_partition():
     assert position == {("closedloop.events", "0"): 120, ("closedloop.events", "1"): 80}
 
 
+@pytest.mark.fast
 def test_sources_are_labelled_by_producer_and_fold_past_the_limit():
     label = metrics.SourceLabels(depth=2, limit=2)
     assert label("/callcenter/qingdao/seat-117") == "/callcenter/qingdao"
@@ -178,7 +180,7 @@ def test_every_log_line_about_an_event_names_the_event_its_case_and_its_source(e
     assert rejected["quarantine_id"] >= 1 and "data.reached" in rejected["message"]
     recorded = next(line for line in lines if line["message"] == "event recorded")
     assert (recorded["event_id"], recorded["case_id"], recorded["source"]) == (STORY[2]["id"], "CASE-1", "/outlet/OUT-1")
-    access = [line for line in lines if line["logger"] == "closedloop.app.access"]
+    access = [line for line in lines if line["logger"] == "closedloop.access"]
     single = next(line for line in access if line["status"] == 202 and line["path"] == "/events")
     assert single["event_id"] == STORY[2]["id"] and single["case_id"] == "CASE-1"
     assert single["request_id"] == recorded["request_id"]

@@ -40,7 +40,8 @@ def part_decisions(engine, case_id: str) -> list[tuple]:
 
 def shelf(engine, warehouse: str, part: str) -> tuple[int, int]:
     with engine.storage.reading() as tx:
-        row = tx.one("SELECT on_hand, reserved FROM prt_stock WHERE warehouse_id = ? AND part_no = ?", [warehouse, part])
+        row = tx.one(f"SELECT on_hand, reserved FROM prt_stock WHERE warehouse_id = {tx.q} AND part_no = {tx.q}",
+                     [warehouse, part])
     return (row["on_hand"], row["reserved"]) if row else (0, 0)
 
 

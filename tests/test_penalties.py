@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from closedloop.domain.facts import parse_ms
-from closedloop.domain.quality import QualityPolicy, parse_money
+from closedloop.domain.quality import parse_money
 from closedloop.app.engine import Engine
 from closedloop.projections.settlement import penalties_by_owner
+from closedloop.app.settings import load_settings
 
 from conftest import event
 from stories import case, complaint, outlet, technician
@@ -63,7 +64,7 @@ def test_a_resolution_that_arrives_before_its_filing_is_charged_once_when_both_a
 
 
 def test_penalty_rules_are_configuration(database_url: str):
-    quality = QualityPolicy.from_env({"CLOSEDLOOP_PENALTIES": "overcharge=20+10.50", "CLOSEDLOOP_CURRENCY": "CNY"})
+    quality = load_settings(env={"CLOSEDLOOP_PENALTIES": "overcharge=20+10.50", "CLOSEDLOOP_CURRENCY": "CNY"}).quality_policy()
     assert quality.penalties == {"overcharge": (2000, 1050)}
     engine = Engine.open(database_url, quality=quality)
     engine.submit(NETWORK + case("CASE-1", "2026-10-10T08:00:00Z")
@@ -73,7 +74,7 @@ def test_penalty_rules_are_configuration(database_url: str):
     [penalty] = charged(engine)
     assert penalty.data["case_id"] == "CASE-1" and penalty.data["total_cents"] == 3050
     engine.close()
-    assert QualityPolicy.from_env({"CLOSEDLOOP_PENALTIES": ""}).penalties == {}
+    assert load_settings(env={"CLOSEDLOOP_PENALTIES": ""}).quality_policy().penalties == {}
 
 
 def test_changed_rules_charge_new_complaints_and_leave_what_was_charged(database_url: str):
@@ -81,7 +82,7 @@ def test_changed_rules_charge_new_complaints_and_leave_what_was_charged(database
     engine.submit(NETWORK + case("CASE-1", "2026-10-10T08:00:00Z")
                   + complaint("CASE-1", "2026-10-12T09:00:00Z", "attitude", accountable="TEC-1"))
     engine.close()
-    engine = Engine.open(database_url, quality=QualityPolicy.from_env({"CLOSEDLOOP_PENALTIES": "attitude=1+1"}))
+    engine = Engine.open(database_url, quality=load_settings(env={"CLOSEDLOOP_PENALTIES": "attitude=1+1"}).quality_policy())
     engine.catch_up()
     engine.submit(case("CASE-2", "2026-10-20T08:00:00Z")
                   + complaint("CASE-2", "2026-10-22T09:00:00Z", "attitude", accountable="TEC-1"))
@@ -91,12 +92,13 @@ def test_changed_rules_charge_new_complaints_and_leave_what_was_charged(database
 
 @pytest.mark.parametrize(("text", "words"), [("attitude=5", None), ("attitude=5.001+1", "more than two decimals"),
                                              ("rudeness=5+5", "categories"), ("attitude=-5+5", "not an amount")])
+@pytest.mark.fast
 def test_penalty_amounts_are_read_to_the_cent_or_refused(text: str, words: str | None):
     if words is None:
-        assert QualityPolicy.from_env({"CLOSEDLOOP_PENALTIES": text}).penalties == {"attitude": (500, 0)}
+        assert load_settings(env={"CLOSEDLOOP_PENALTIES": text}).quality_policy().penalties == {"attitude": (500, 0)}
         return
     with pytest.raises(ValueError) as err:
-        QualityPolicy.from_env({"CLOSEDLOOP_PENALTIES": text})
+        load_settings(env={"CLOSEDLOOP_PENALTIES": text})
     assert words in str(err.value) and str(err.value).startswith("CLOSEDLOOP_PENALTIES")
     assert parse_money("0.10") == 10
 

@@ -9,6 +9,7 @@ import pytest
 
 from closedloop.domain.permit import PermitRules, PermitRulesError
 from closedloop.reactors.network import NetworkConfig
+from closedloop.app.settings import SettingsError, load_settings, permit_rules_text
 
 from conftest import event
 from network_fixtures import at, decisions, ms, network_engine, register
@@ -189,16 +190,20 @@ def test_the_yearly_review_starts_a_new_period_with_full_points(database_url):
     engine.close()
 
 
+@pytest.mark.fast
 def test_permit_rules_are_configuration_with_clear_errors():
-    rules = PermitRules.from_env({"CLOSEDLOOP_PERMIT_RULES": '{"deductions": {"promise_broken": 4}, "warning_at": 4}'})
+    rules = load_settings(env={"CLOSEDLOOP_PERMIT_RULES": '{"deductions": {"promise_broken": 4}, "warning_at": 4}'}).permit_policy()
     assert rules.deductions["promise_broken"] == 4 and rules.deductions["overcharge"] == 3 and rules.warning_at == 4
     assert rules.fingerprint() != PermitRules().fingerprint()
     for bad, words in [('{"deductions": {"lateness": 2}}', "deductions.lateness is not a rule"),
                        ('{"warning_at": "six"}', "warning_at must be a whole number"),
                        ('{"warning_at": 0}', "eliminated_at < warning_at"),
                        ("{not json", "not valid JSON"), ("/no/such/rules.json", "no file")]:
+        with pytest.raises(SettingsError, match=words) as err:
+            load_settings(env={"CLOSEDLOOP_PERMIT_RULES": bad})
+        assert str(err.value).startswith("CLOSEDLOOP_PERMIT_RULES: ")
         with pytest.raises(PermitRulesError, match=words):
-            PermitRules.from_env({"CLOSEDLOOP_PERMIT_RULES": bad})
+            permit_rules_text(bad)
 
 
 def test_changed_point_values_apply_to_what_happens_next_not_to_the_ledger_already_kept(database_url):

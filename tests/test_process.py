@@ -34,18 +34,18 @@ class DispatchEverythingToOneOutlet:
         decisions = []
         for f in facts:
             if f.type == "case.registered":
-                tx.execute("INSERT INTO toy_waiting (case_id, since) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                tx.execute(f"INSERT INTO toy_waiting (case_id, since) VALUES ({tx.marks(2)}) ON CONFLICT DO NOTHING",
                            [f.subject, f.time_ms])
                 decisions.append(engine_fact("case.dispatched", f.subject, f.time_ms,
                                              {"outlet_id": "OUT-1", "by": "system"}, self.name,
                                              f"dispatch:{f.subject}:1"))
             elif f.type == "dispatch.accepted":
-                tx.execute("DELETE FROM toy_waiting WHERE case_id = ?", [f.subject])
+                tx.execute(f"DELETE FROM toy_waiting WHERE case_id = {tx.q}", [f.subject])
         return decisions
 
     def due(self, tx: Tx, now: int) -> list[Fact]:
-        rows = tx.all("SELECT case_id, since FROM toy_waiting WHERE since <= ?", [now - 3_600_000])
-        tx.execute("DELETE FROM toy_waiting WHERE since <= ?", [now - 3_600_000])
+        rows = tx.all(f"SELECT case_id, since FROM toy_waiting WHERE since <= {tx.q}", [now - 3_600_000])
+        tx.execute(f"DELETE FROM toy_waiting WHERE since <= {tx.q}", [now - 3_600_000])
         return [engine_fact("case.transferred", r["case_id"], r["since"] + 3_600_000,
                             {"from_outlet_id": "OUT-1", "to": "center", "reason": "not accepted within 1 h"},
                             self.name, f"escalate:{r['case_id']}") for r in rows]
@@ -64,10 +64,11 @@ def test_a_decision_is_a_fact_in_the_case_stream_taken_once(database_url: str):
     [decision] = dispatches(engine, "CASE-1")
     assert decision.type == "case.dispatched" and decision.data["by"] == "system"
     assert decision.time_ms == parse_ms("2026-10-30T08:10:00Z")
-    standing = engine.loop  # the view saw the engine's decision like any other fact
+    # the view saw the engine's decision like any other fact: the case is the outlet's to handle
     with engine.storage.reading() as tx:
         assert tx.one("SELECT outlet_id FROM loop_items WHERE case_id = 'CASE-1'")["outlet_id"] == "OUT-1"
-    assert standing is not None
+        still_open = tx.all("SELECT stage, owner FROM loop_spans WHERE case_id = 'CASE-1' AND closed IS NULL")
+    assert [(r["stage"], r["owner"]) for r in still_open] == [("handled", "outlet:OUT-1")]
     engine.close()
 
 

@@ -17,6 +17,7 @@ from closedloop.domain.facts import parse_ms
 from closedloop.domain.quality import QualityPolicy, parse_prices
 from closedloop.app.engine import Engine, feed
 from closedloop.projections.settlement import statements
+from closedloop.app.settings import load_settings
 
 from conftest import client_for, event
 from stories import at, case, complaint, outlet, technician
@@ -122,9 +123,10 @@ def test_statements_are_reproducible_by_replay_to_the_cent(engine: Engine, tmp_p
 @pytest.mark.parametrize(("text", "words"), [("repair=50.123", "more than two decimals"), ("polish=5", "jobs"),
                                              ("repair=5; guidance=1", "from YYYY-MM-DD"),
                                              ("repair@palace=5", "tiers")])
+@pytest.mark.fast
 def test_a_bad_price_list_is_refused_with_the_reason(text: str, words: str):
     with pytest.raises(ValueError) as err:
-        QualityPolicy.from_env({"CLOSEDLOOP_PRICES": text})
+        load_settings(env={"CLOSEDLOOP_PRICES": text})
     assert words in str(err.value) and str(err.value).startswith("CLOSEDLOOP_PRICES: ")
 
 

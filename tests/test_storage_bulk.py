@@ -1,16 +1,19 @@
-"""Many rows at once: on PostgreSQL an executemany of INSERT ... VALUES is sent as one INSERT
-that unnests a typed array per column, and a long IN (...) as = ANY(array). Given the same
-rows and statements, a table ends the same as when the rows go one at a time."""
+"""Many rows at once, and lists of values, through the transaction's explicit calls:
+`insert_many` (SQLite: one executemany; PostgreSQL: one INSERT that unnests a typed array per
+column) and `in_list` (SQLite: IN (?, ...); PostgreSQL: = ANY(array)). Given the same rows, a
+table ends the same as when the rows go one at a time, on both databases; and a statement is
+sent as it was written, never rewritten."""
 
 from __future__ import annotations
 
 import pytest
 
-from closedloop.log.storage import _any_arrays, _bulk_insert, open_storage
+from closedloop.log.storage import open_storage
 
 TABLE = "bulk_probe"
 DDL = (f"CREATE TABLE {TABLE} (k TEXT PRIMARY KEY, n {{bigint}}, note TEXT, body {{blob}}, flag INTEGER, "
        "fixed TEXT)")
+COLUMNS = ("k", "n", "note", "body", "flag", "fixed")
 
 
 @pytest.fixture
@@ -27,53 +30,91 @@ def rows_of(storage) -> list[tuple]:
                 for r in tx.all(f"SELECT * FROM {TABLE} ORDER BY k")]
 
 
-def test_many_rows_with_nulls_bytes_and_literals_land_as_given(storage):
-    rows = [(f"k{i}", i * 10**12 if i % 3 else None, None if i % 4 == 0 else f"note, with 'quotes' {i}",
-             bytes([i % 256]) * 3 if i % 5 else None, i % 2) for i in range(1500)]
+def test_many_rows_with_nulls_bytes_and_quotes_land_as_given(storage):
+    rows = [(f"k{i}", i * 10**12 if i % 3 else None, None if i % 4 == 0 else f"note, with 'quotes' ? %s {i}",
+             bytes([i % 256]) * 3 if i % 5 else None, i % 2, "same") for i in range(1500)]
     with storage.writing() as tx:
-        tx.executemany(f"INSERT INTO {TABLE} (k, n, note, body, flag, fixed) VALUES (?,?,?,?,?,'same')", rows)
-    assert rows_of(storage) == sorted(r + ("same",) for r in rows)
+        tx.insert_many(TABLE, COLUMNS, rows)
+    assert rows_of(storage) == sorted(rows)
+
+
+def test_many_rows_go_as_one_statement_on_postgresql(storage):
+    pg = storage.dialect == "postgresql"
+    with storage.writing() as tx:
+        tx.insert_many(TABLE, ("k", "n"), [(f"k{i}", i) for i in range(1500)])
+        assert tx.rowcount() == 1500
+        if pg:  # the last command's status: one INSERT of all the rows, not the last of 1500 INSERTs
+            assert tx._cur.statusmessage == "INSERT 0 1500"  # noqa: SLF001 - the test looks at what was sent
+        tx.insert_many(TABLE, ("k", "n"), [("a", 1), ("a", 2)], conflict=("k",), update=("n",))
+        if pg:  # a key twice in one upsert: row by row
+            assert tx._cur.statusmessage == "INSERT 0 1"  # noqa: SLF001
+    assert len(rows_of(storage)) == 1501
 
 
 def test_an_upsert_whose_rows_share_a_key_goes_one_at_a_time_and_the_last_wins(storage):
     first = [("a", 1, "x", None, 0), ("b", 2, "y", None, 0)]
     again = [("a", 5, "x2", None, 1), ("c", 3, "z", None, 0), ("a", 7, "x3", None, 1)]
-    sql = (f"INSERT INTO {TABLE} (k, n, note, body, flag) VALUES (?,?,?,?,?) "
-           "ON CONFLICT (k) DO UPDATE SET n = excluded.n, note = excluded.note")
     with storage.writing() as tx:
-        tx.executemany(sql, first)
-        tx.executemany(sql, again)
+        for rows in (first, again):
+            tx.insert_many(TABLE, COLUMNS[:5], rows, conflict=("k",), update=("n", "note"))
     assert [(r[0], r[1], r[2]) for r in rows_of(storage)] == [("a", 7, "x3"), ("b", 2, "y"), ("c", 3, "z")]
 
 
 def test_an_additive_upsert_adds_once_per_row(storage):
-    sql = (f"INSERT INTO {TABLE} (k, n) VALUES (?,?) ON CONFLICT (k) DO UPDATE SET n = {TABLE}.n + excluded.n")
+    add = f"n = {TABLE}.n + excluded.n"
     with storage.writing() as tx:
-        tx.executemany(sql, [("a", 1), ("b", 2)])
-        tx.executemany(sql, [("a", 10), ("b", 20), ("c", 30)])
+        tx.insert_many(TABLE, ("k", "n"), [("a", 1), ("b", 2)], conflict=("k",), update=add)
+        tx.insert_many(TABLE, ("k", "n"), [("a", 10), ("b", 20), ("c", 30)], conflict=("k",), update=add)
     assert [(r[0], r[1]) for r in rows_of(storage)] == [("a", 11), ("b", 22), ("c", 30)]
+
+
+def test_do_nothing_keeps_the_first_row_of_a_key_even_within_one_call(storage):
+    with storage.writing() as tx:
+        tx.insert_many(TABLE, ("k", "n"), [("a", 1), ("b", 2)])
+        tx.insert_many(TABLE, ("k", "n"), [("a", 9), ("c", 3), ("c", 4)], conflict=("k",))
+        tx.insert_many(TABLE, ("k", "n"), [("b", 9), ("d", 5)], conflict=())  # any conflict
+    assert [(r[0], r[1]) for r in rows_of(storage)] == [("a", 1), ("b", 2), ("c", 3), ("d", 5)]
 
 
 def test_long_in_lists_and_not_in_lists_select_the_same_rows(storage):
     with storage.writing() as tx:
-        tx.executemany(f"INSERT INTO {TABLE} (k, n) VALUES (?,?)", [(f"k{i:03}", i) for i in range(500)])
+        tx.insert_many(TABLE, ("k", "n"), [(f"k{i:03}", i) for i in range(500)])
     wanted = [f"k{i:03}" for i in range(0, 500, 7)]
     with storage.reading() as tx:
-        got = tx.all(f"SELECT k FROM {TABLE} WHERE n >= ? AND k IN ({','.join('?' * len(wanted))}) "
-                     f"AND k NOT IN (?, ?) ORDER BY k", [0, *wanted, "k000", "k007"])
+        among, params = tx.in_list("k", wanted)
+        not_among, not_params = tx.in_list("k", ["k000", "k007"], negate=True)
+        got = tx.all(f"SELECT k FROM {TABLE} WHERE n >= {tx.q} AND {among} AND {not_among} ORDER BY k",
+                     [0, *params, *not_params])
+        numbers, number_params = tx.in_list("n", [3, 4, 10**12])
+        by_number = tx.all(f"SELECT k FROM {TABLE} WHERE {numbers} ORDER BY k", number_params)
+        nothing, none = tx.in_list("k", [])
+        empty = tx.all(f"SELECT k FROM {TABLE} WHERE {nothing}", none)
     assert [r["k"] for r in got] == wanted[2:]
+    assert [r["k"] for r in by_number] == ["k003", "k004"]
+    assert empty == []
 
 
-def test_what_is_not_a_plain_many_row_insert_is_left_alone():
-    types = lambda table: {"k": "text", "n": "bigint"}  # noqa: E731
-    assert _bulk_insert("UPDATE t SET n = ? WHERE k = ?", [(1, "a"), (2, "b")], types) is None
-    assert _bulk_insert("INSERT INTO t (k, n) VALUES (?, ?)", [("a", 1)], types) is None  # one row
-    assert _bulk_insert("INSERT INTO t (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = excluded.n",
-                        [("a", 1), ("a", 2)], types) is None  # a key twice
-    statement, params = _bulk_insert("INSERT INTO t (k, n) VALUES (?, ?)", [("a", 1), ("b", 2)], types)
-    assert "unnest(%b::text[], %b::bigint[])" in statement and params == [["a", "b"], [1, 2]]
-    assert _any_arrays("SELECT 1 WHERE a = ? AND b IN (?, ?, ?) LIMIT ?", [1, 2, 3, 4, 5]) == (
-        "SELECT 1 WHERE a = %s AND b = ANY(%b) LIMIT %s", [1, [2, 3, 4], 5])
+def test_a_statement_is_sent_as_written(storage):
+    """A question mark inside a literal stays one: nothing rewrites placeholders afterwards."""
+    with storage.writing() as tx:
+        tx.insert_many(TABLE, ("k", "note"), [("a", "what?"), ("b", "why?")])
+    with storage.reading() as tx:
+        rows = tx.all(f"SELECT k, '?' AS mark FROM {TABLE} WHERE note = {tx.q} OR note = 'why?'", ["what?"])
+    assert [(r["k"], r["mark"]) for r in rows] == [("a", "?"), ("b", "?")]
+
+
+@pytest.mark.fast
+def test_an_update_needs_the_key_it_updates_on():
+    from closedloop.log.storage import Tx
+
+    tx = Tx(None, pg=False)
+    with pytest.raises(ValueError, match="conflict"):
+        tx.insert_many(TABLE, ("k", "n"), [("a", 1)], update=("n",))
+    assert (tx.q, tx.marks(3)) == ("?", "?,?,?")
+    assert tx.in_list("k", ["a", "b"]) == ("k IN (?,?)", ["a", "b"])
+    pg = Tx(None, pg=True)
+    assert (pg.q, pg.marks(2)) == ("%s", "%s,%s")
+    assert pg.in_list("k", ("a", "b"), negate=True) == ("k <> ALL(%b)", [["a", "b"]])
 
 
 def test_stored_events_get_the_positions_they_are_read_back_at(storage):
@@ -97,3 +138,8 @@ def test_stored_events_get_the_positions_they_are_read_back_at(storage):
     assert positions == sorted(positions)
     at = {r["position"]: (r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])) for r in rows}
     assert [at[p] for p in positions] == [(e.originator_id, e.originator_version, e.topic, e.state) for e in given]
+    # the library's public reads see the same log: its head, and the events of a stream
+    assert storage.recorder.max_notification_id() == positions[-1]
+    stream = storage.recorder.select_events("case-3")
+    assert [(e.originator_version, e.state) for e in stream] == [
+        (e.originator_version, e.state) for e in given if e.originator_id == "case-3"]

@@ -46,7 +46,7 @@ def test_an_altered_event_is_caught_at_its_position(sealed: Engine):
     row = _row(sealed, 3)  # the completion: its cause decides who must act on it
     forged = row["state"].replace(b'"manufacturing"', b'"usage"')
     assert forged != row["state"]
-    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = ? WHERE POS = 3", [forged])
+    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = {sealed.storage.q} WHERE POS = 3", [forged])
     verdict = chain.verify(sealed.storage)
     assert not verdict.ok and verdict.position == 3 and "altered" in verdict.problem
 
@@ -59,20 +59,17 @@ def test_a_removed_event_is_caught(sealed: Engine):
 
 def test_an_inserted_event_is_caught(sealed: Engine):
     row = _row(sealed, 3)
-    if sealed.storage.dialect == "sqlite":
-        tamper(sealed, f"INSERT INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
-               "VALUES (1000, ?, 99, ?, ?)", [row["originator_id"], row["topic"], row["state"]])
-    else:
-        tamper(sealed, f"INSERT INTO {EVENTS_TABLE} (notification_id, originator_id, originator_version, topic, "
-               "state) VALUES (1000, ?, 99, ?, ?)", [row["originator_id"], row["topic"], row["state"]])
+    q = sealed.storage.q
+    tamper(sealed, f"INSERT INTO {EVENTS_TABLE} (POS, originator_id, originator_version, topic, state) "
+           f"VALUES (1000, {q}, 99, {q}, {q})", [row["originator_id"], row["topic"], row["state"]])
     verdict = chain.verify(sealed.storage)
     assert not verdict.ok and verdict.position == 1000 and "inserted" in verdict.problem
 
 
 def test_reordered_events_are_caught(sealed: Engine):
     a, b = _row(sealed, 8), _row(sealed, 9)
-    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = ? WHERE POS = 8", [b["state"]])
-    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = ? WHERE POS = 9", [a["state"]])
+    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = {sealed.storage.q} WHERE POS = 8", [b["state"]])
+    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = {sealed.storage.q} WHERE POS = 9", [a["state"]])
     verdict = chain.verify(sealed.storage)
     assert not verdict.ok and verdict.position == 8
 
@@ -80,7 +77,7 @@ def test_reordered_events_are_caught(sealed: Engine):
 def test_a_rewritten_chain_is_caught_by_an_exported_checkpoint(sealed: Engine):
     point = chain.take_checkpoint(sealed.storage, sealed.clock())
     forged = _row(sealed, 2)["state"].replace(b"Wang Li", b"Wang Lu")
-    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = ? WHERE POS = 2", [forged])
+    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = {sealed.storage.q} WHERE POS = 2", [forged])
     with sealed.storage.writing() as tx:  # the forger rewrites the whole chain to match
         tx.execute(f"DELETE FROM {chain.CHAIN_TABLE}")
     chain.seal_unchained(sealed.storage)
@@ -106,7 +103,7 @@ def test_verify_command_exits_non_zero_on_tampering(sealed: Engine, database_url
 def _row(engine: Engine, position: int) -> dict:
     with engine.storage.reading() as tx:
         row = tx.one(f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
-                     f"WHERE {pos_col(engine)} = ?", [position])
+                     f"WHERE {pos_col(engine)} = {tx.q}", [position])
     return {**dict(row), "state": bytes(row["state"])}
 
 
@@ -118,7 +115,7 @@ def test_auditors_verify_and_take_checkpoints_through_the_api(sealed: Engine):
     assert taken.status_code == 201 and taken.json()["position"] == sealed.log.head()
     assert auditor.get("/audit/verify").json()["ok"] is True
     assert [c["position"] for c in auditor.get("/audit/checkpoints").json()] == [sealed.log.head()]
-    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = ? WHERE POS = 1", [b"{}"])
+    tamper(sealed, f"UPDATE {EVENTS_TABLE} SET state = {sealed.storage.q} WHERE POS = 1", [b"{}"])
     verdict = auditor.get("/audit/verify").json()
     assert verdict["ok"] is False and verdict["position"] == 1
     assert client_for(sealed, "analyst").get("/audit/verify").status_code == 403

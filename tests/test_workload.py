@@ -20,6 +20,8 @@ from closedloop.simulation.workload import (
     scenarios,
 )
 
+pytestmark = pytest.mark.fast
+
 # --- the v1 contract (EVENTS.md), written down as data ------------------------------------
 REQUIRED = {
     "outlet.registered": ("name", "tier", "regions", "product_lines", "daily_capacity"),
