@@ -6,6 +6,7 @@ views through the query functions. This is the composition root of the product.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -16,6 +17,9 @@ from closedloop.contract.events import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
 from closedloop.domain.policy import LoopPolicy
 from closedloop.domain.quality import QualityPolicy
+from closedloop.log.followers import FollowerStatus
+from closedloop.log.followers import resume as resume_follower
+from closedloop.log.followers import status as followers_status
 from closedloop.log.eventlog import Appended, EventLog, now_ms
 from closedloop.app.logs import log_submission
 from closedloop.app.settings import Settings, default_settings, load_settings
@@ -27,6 +31,8 @@ from closedloop.projections.runner import Projector, View
 from closedloop.log.quarantine import Quarantine
 from closedloop.log.storage import Storage, Tx, open_storage
 
+
+_log = logging.getLogger("closedloop.engine")
 
 @dataclass
 class Submitted:
@@ -52,7 +58,7 @@ class Engine:
                  clock: Callable[[], int] = now_ms, project_on_submit: bool = True,
                  reactors: Sequence[Reactor] | None = None, quality: QualityPolicy | None = None,
                  network: NetworkConfig | None = None, share: tuple[int, int] = (1, 1),
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, extra_views: Sequence[View] = ()) -> None:
         """`settings` gives the engine's switches (reactors, leak alerts, routing, penalties, the
         rebuild's batch); None: the defaults, whatever the environment says (`Engine.open`
         reads the environment)."""
@@ -81,6 +87,7 @@ class Engine:
         if reactors is None:
             self.reactors += quality_reactors(self.policy, self.quality, self.log, settings.auto_routing,
                                               settings.auto_penalties)
+        self.views += list(extra_views)
         if share != (1, 1):
             self.views, self.reactors = _my_share(self.views, self.reactors, share)
         self.projector = Projector(self.log, self.views, rebuild_batch=settings.replay_batch)
@@ -144,13 +151,21 @@ class Engine:
         for watch in self.watchers:
             watch(channel, appended, out)
         if self.project_on_submit and out.accepted:
-            # The reactors decide first (they keep their own state, not the views'), so that
-            # the views take the facts and the decisions they caused in one pass.
-            decided: list[Fact] = []
-            if self.reactors:
-                self.reactions.run(fresh=appended.stored, decided=decided)
-            if not self.defer_views:
-                self.projector.catch_up(fresh=appended.stored + decided)
+            # The events are durable: whatever happens to the followers now, the producer is
+            # told they were taken. A follower that fails on a fact stops alone (its row in
+            # the followers table says where and why); an error of the database itself leaves
+            # the catching up to the next submission or the follow thread.
+            try:
+                # The reactors decide first (they keep their own state, not the views'), so
+                # that the views take the facts and the decisions they caused in one pass.
+                decided: list[Fact] = []
+                if self.reactors:
+                    self.reactions.run(fresh=appended.stored, decided=decided)
+                if not self.defer_views:
+                    self.projector.catch_up(fresh=appended.stored + decided)
+            except Exception:  # noqa: BLE001 - the append stands; see above
+                _log.exception("the views and reactors could not follow the log after an append; "
+                               "they will catch up later")
         return out
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
@@ -170,6 +185,18 @@ class Engine:
         if decided:
             self.catch_up()
         return decided
+
+    def followers(self) -> list[FollowerStatus]:
+        """Every view, reactor and publisher following the log: position, lag, and failure."""
+        return followers_status(self.storage, self.log.head())
+
+    def resume(self, name: str, kind: str | None = None) -> int:
+        """Let a follower stopped on a failure try again from where it stopped (after a fix);
+        returns how many followers were resumed."""
+        resumed = resume_follower(self.storage, name, kind)
+        if resumed:
+            self.catch_up()
+        return resumed
 
     def skip_busy(self) -> None:
         """Several processes keep the same views and reactors (consumers sharing a topic with

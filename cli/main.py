@@ -121,11 +121,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from closedloop.cli import config, data, serve, streams
+    from closedloop.cli import config, data, followers, serve, streams
 
     for command in (serve.serve, serve.demo, data.replay, data.ingest, data.generate, data.verify, data.checkpoint,
                     data.keys, data.statement, data.status, streams.consume, streams.kafka_lag, streams.publish,
-                    config.config):
+                    config.config, followers.followers):
         cli.add_command(command)
 
 

@@ -23,13 +23,13 @@ from closedloop.contract.events import to_cloudevent
 from closedloop.domain.facts import Fact
 from closedloop.app.engine import Engine
 from closedloop.app.settings import Settings
-from closedloop.log.eventlog import now_ms
+from closedloop.log.followers import Failure, Followers
 
 from . import kafka as binding
 
 log = logging.getLogger("closedloop.kafka")
 
-POSITIONS_TABLE = "closedloop_publisher_positions"
+KIND = "publisher"
 DEPARTMENTS = ("design", "manufacturing", "sales", "service")
 
 
@@ -96,10 +96,7 @@ class KafkaPublisher:
         self.batch_size = batch_size
         self.partitions = partitions
         self.totals = Published()
-        engine.storage.create([
-            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, position {{bigint}} NOT NULL, "
-            "updated {bigint} NOT NULL)"
-        ])
+        self.followers = Followers(engine.storage, KIND, [self.name])
         from kafka import KafkaProducer
 
         options = engine.settings.kafka_client_options()
@@ -113,50 +110,61 @@ class KafkaPublisher:
     def start_at_head(self) -> bool:
         """A first start that skips history: only what is appended from now on is sent."""
         with self.engine.storage.writing() as tx:
-            if tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [self.name]) is not None:
+            if self.followers.fingerprint(tx, self.name) is not None:
                 return False
-            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, updated) VALUES ({tx.marks(3)})",
-                       [self.name, self.engine.log.head(), now_ms()])
+            self.followers.ensure(tx, self.name, position=self.engine.log.head())
         return True
 
     def publish_once(self) -> int:
         """Send what the log holds beyond the position, batch by batch; returns messages sent."""
         sent = 0
+        if self.name not in self.followers.running():
+            return 0  # stopped on a fact it could not send, until resumed
         start = self.position()
         for facts in self.engine.log.follow(start, self.batch_size):
             futures = []
+            failure: Failure | None = None
             for fact in facts:
-                route = ROUTES.get(fact.type)
-                target = route(fact, self.topics) if route else None
-                if target is None:
-                    continue
-                topic, key = target
-                event = to_cloudevent(fact)
-                event["partitionkey"] = key  # the binding's name for the message key
-                value, headers = binding.encode(event, self.mode)
+                try:
+                    route = ROUTES.get(fact.type)
+                    target = route(fact, self.topics) if route else None
+                    if target is None:
+                        continue
+                    topic, key = target
+                    event = to_cloudevent(fact)
+                    event["partitionkey"] = key  # the binding's name for the message key
+                    value, headers = binding.encode(event, self.mode)
+                except Exception as exc:  # noqa: BLE001 - a fact that cannot be sent stops the publisher alone
+                    failure = Failure(fact, exc)
+                    facts = facts[: facts.index(fact)]
+                    break
                 futures.append((topic, self.producer.send(topic, value=value, key=key.encode(), headers=headers)))
+            if failure is not None:
+                log.error("the publisher stopped at position %s: %s", failure.fact.position, failure.describe())
             if futures:
                 self.producer.flush()
                 for topic, f in futures:
                     f.get(timeout=60)  # not acknowledged: the position stays, the batch is sent again
                     self.totals.by_topic[topic] = self.totals.by_topic.get(topic, 0) + 1
-            self._advance(start, facts[-1].position)
-            start = facts[-1].position
+            if facts:
+                self._advance(facts[-1].position)
+                start = facts[-1].position
             sent += len(futures)
             self.totals.messages += len(futures)
             self.totals.read += len(facts)
+            if failure is not None:
+                with self.engine.storage.writing() as tx:
+                    self.followers.fail(tx, self.name, failure)
+                break
         return sent
 
-    def _advance(self, was: int, to: int) -> None:
+    def _advance(self, to: int) -> None:
         with self.engine.storage.writing() as tx:
-            row = tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [self.name])
-            if row is None:
-                tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, updated) VALUES ({tx.marks(3)})",
-                           [self.name, to, now_ms()])
-            elif row["position"] < to:
+            self.followers.ensure(tx, self.name)
+            place = self.followers.places(tx)[self.name]
+            if place.position < to:
                 # another publisher may have gone further meanwhile: never move back
-                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q}, updated = {tx.q} WHERE name = {tx.q}",
-                           [to, now_ms(), self.name])
+                self.followers.advance(tx, self.name, to)
 
     def run(self, stop: threading.Event | None = None, interval: float = 1.0, tick: bool = True,
             until_idle: bool = False, progress: Callable[[int, Published], None] | None = None) -> Published:
@@ -188,12 +196,7 @@ class KafkaPublisher:
 
 
 def publisher_position(engine: Engine, name: str = KafkaPublisher.name) -> int:
-    try:
-        with engine.storage.reading() as tx:
-            row = tx.one(f"SELECT position FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [name])
-    except Exception:  # noqa: BLE001 - no publisher has run against this database yet
-        return 0
-    return row["position"] if row else 0
+    return Followers(engine.storage, KIND, [name]).positions()[name]
 
 
 def publisher_status(engine: Engine) -> dict[str, Any]:

@@ -163,16 +163,22 @@ def _fold(url: str, views: list[Any], scratch: str | None, upto: int, batch_size
 
 def _adopt(storage: SQLiteStorage, views: list[Any], path: str) -> None:
     """Copy a worker's folded views into the database, with their positions, at once."""
-    from closedloop.projections.runner import POSITIONS_TABLE
+    from closedloop.log.followers import FOLLOWERS_TABLE
+    from closedloop.projections.runner import KIND
 
     with storage.writing_attached(path) as tx:
         for view in views:
             for table in view.tables():
                 tx.execute(f"DELETE FROM main.{table}")
                 tx.execute(f"INSERT INTO main.{table} SELECT * FROM part.{table}")
-            row = tx.one(f"SELECT position FROM part.{POSITIONS_TABLE} WHERE name = {tx.q}", [view.name])
-            tx.execute(f"UPDATE main.{POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q}",
-                       [row["position"] if row else 0, view.name])
+            # the worker's place for the view, a failure on a fact included
+            row = tx.one(f"SELECT position, error, failed_position, failed_fact, failed_at FROM part.{FOLLOWERS_TABLE} "
+                         f"WHERE kind = {tx.q} AND name = {tx.q}", [KIND, view.name])
+            row = row or {"position": 0, "error": None, "failed_position": None, "failed_fact": None, "failed_at": None}
+            tx.execute(f"UPDATE main.{FOLLOWERS_TABLE} SET position = {tx.q}, error = {tx.q}, failed_position = {tx.q}, "
+                       f"failed_fact = {tx.q}, failed_at = {tx.q} WHERE kind = {tx.q} AND name = {tx.q}",
+                       [row["position"], row["error"], row["failed_position"], row["failed_fact"], row["failed_at"],
+                        KIND, view.name])
 
 
 def _remove(path: str) -> None:

@@ -1,9 +1,11 @@
 """Keeps views current with the log, exactly once, and rebuilds them from scratch.
 
-Each view records the log position it has reached in the same transaction as its rows, so
-a crash between two batches neither loses nor repeats an event, and a view can be dropped
-and rebuilt at any time. A view also records the fingerprint of the rules it was built
-with (its schema version and the loop policy): when those change, it is rebuilt.
+Each view records the log position it has reached in the same transaction as its rows (its
+row in the log's followers table, `closedloop.log.followers`), so a crash between two batches
+neither loses nor repeats an event, and a view can be dropped and rebuilt at any time. A view
+also records the fingerprint of the rules it was built with (its schema version and the loop
+policy): when those change, it is rebuilt. A view that fails on a stored fact stops there
+alone, with the error on record; the others go on.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.log.eventlog import EventLog
+from closedloop.log.followers import Followers, take
 from closedloop.log.storage import Storage, Tx
 
-POSITIONS_TABLE = "closedloop_positions"
+KIND = "view"
 
 
 class View(Protocol):
@@ -43,24 +46,16 @@ class Projector:
         self.views = list(views)
         self.batch_size = batch_size
         self._lock = threading.Lock()
-        self._names = [v.name for v in self.views]
-        # `name` among this projector's views, as a condition and its parameters
-        self._mine = self.storage.in_list("name", self._names)
-        # Several processes keeping the same views (PostgreSQL): wait for one another, or let
-        # a process skip the views another is folding now and fold the rest (`skip_busy_views`)
-        self._lock_rows = " ORDER BY name FOR UPDATE" if self.storage.dialect == "postgresql" else ""
-        self.storage.create([
-            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
-            "position {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
-        ])
+        # each view's position, rules and failure; several processes keeping the same views
+        # (PostgreSQL) wait for one another, or skip the views another is folding now
+        self.followers = Followers(self.storage, KIND, [v.name for v in self.views])
         for view in self.views:
             self._prepare(view, defer_indexes)
 
     def _prepare(self, view: View, defer_indexes: bool = False) -> None:
         with self.storage.writing() as tx:
             self.storage.lock_ddl(tx)
-            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [view.name])
-            if row is not None and row["fingerprint"] == view.fingerprint():
+            if self.followers.fingerprint(tx, view.name) == view.fingerprint():
                 _settle(view, tx)  # a rebuild cut off before its end left upkeep undone
                 return
             # New, or built by other rules: start it again from the beginning of the log.
@@ -74,15 +69,10 @@ class Projector:
         if not defer_indexes:
             for statement in _index_statements(view):
                 tx.execute(self.storage.ddl(statement))
-        tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [view.name])
-        tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, fingerprint) VALUES ({tx.q}, 0, {tx.q})",
-                   [view.name, view.fingerprint()])
+        self.followers.reset(tx, view.name, view.fingerprint())
 
     def positions(self) -> dict[str, int]:
-        with self.storage.reading() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE {self._mine[0]}", self._mine[1])
-        known = {r["name"]: r["position"] for r in rows}
-        return {v.name: known.get(v.name, 0) for v in self.views}
+        return self.followers.positions()
 
     def lag(self) -> dict[str, int]:
         head = self.log.head()
@@ -99,7 +89,12 @@ class Projector:
         if not self.views:
             return 0  # a member whose share holds no view
         with self._lock:
-            start = min(self.positions().values(), default=0)
+            positions = self.positions()
+            # a view stopped on a failure waits where it stopped; the others go on without it
+            running = self.followers.running()
+            if not running:
+                return 0
+            start = min(positions[name] for name in running)
             if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
                 self._apply(list(fresh))
                 applied += len(fresh)
@@ -120,29 +115,29 @@ class Projector:
             # already serializes writers). Without the lock both read the same position, and
             # the slower one's update found it moved: StaleViewError, and the consumer died.
             # Only this projector's views: a rebuild's workers each hold their own views' rows.
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE {self._mine[0]}"
-                          f"{self._lock_rows}", self._mine[1])
-            at = {r["name"]: r["position"] for r in rows}
+            at = self.followers.places(tx)
             for view in self.views:
-                pos = at.get(view.name)
-                if pos is None:
-                    continue  # being folded by another process now (skip_busy_views)
+                place = at.get(view.name)
+                if place is None or place.failed:
+                    continue  # being folded by another process now (skip_busy_views), or stopped
+                pos = place.position
                 todo = [f for f in facts if f.position > pos] if facts[0].position <= pos else facts
                 if not todo:
                     continue
-                view.apply(tx, todo)
-                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q} AND position = {tx.q}",
-                           [last, view.name, pos])
-                if tx.rowcount() != 1:
+                # one view's failure on a fact stops that view alone, at the fact before it
+                _, taken, failure = take(tx, todo, lambda batch, view=view: view.apply(tx, batch))
+                moved_to = last if failure is None else taken
+                if moved_to is not None and not self.followers.advance(tx, view.name, moved_to, expected=pos):
                     raise StaleViewError(f"view {view.name} moved on under this batch")
+                if failure is not None:
+                    self.followers.fail(tx, view.name, failure)
 
     def skip_busy_views(self) -> None:
         """Several processes keeping the same views: one that finds a view being folded by
         another goes on to the next instead of waiting (PostgreSQL's SKIP LOCKED); the other
         folds it to the log's head as it read it, and what is appended after is folded at the
         next turn of whichever process is free. (SQLite has one writer at a time anyway.)"""
-        if self._lock_rows:
-            self._lock_rows += " SKIP LOCKED"
+        self.followers.skip_busy()
 
     def rebuild(self, progress: Callable[[int], None] | None = None, workers: int = 1) -> int:
         """Drop every view and build it again from the first event of the log; with

@@ -9,7 +9,8 @@ derived from what caused it, so the same decision taken twice is recorded once.
 A batch's decisions, the reactor's state and its position in the log commit in one
 transaction: a crash neither loses a decision nor takes it twice. When a reactor's rules
 change (its fingerprint), its state is rebuilt from the log *without* deciding again what
-was decided under the old rules.
+was decided under the old rules. A reactor that fails on a stored fact stops there alone
+(its row in `closedloop.log.followers` keeps the error); the others go on deciding.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Iterable, Protocol, Sequence
 
 from closedloop.domain.facts import Fact
 from closedloop.log.eventlog import AppendSession, EventLog
+from closedloop.log.followers import Failure, Followers, take
 from closedloop.log.storage import Tx
 
-POSITIONS_TABLE = "closedloop_reactor_positions"
+KIND = "reactor"
 ENGINE_SOURCE = "/closedloop/engine"
 
 
@@ -51,20 +53,13 @@ class Reactions:
         self.reactors = list(reactors)
         self.batch_size = batch_size
         self._lock = threading.Lock()
-        # PostgreSQL lets two processes read a position at once: lock the rows read, so the
-        # second waits for the first and then sees where it left off (SQLite's writer lock
-        # already does this)
-        self._lock_rows = " FOR UPDATE" if log.storage.dialect == "postgresql" else ""
-        self._names = [r.name for r in self.reactors]
-        # `name` among these reactors, as a condition and its parameters
-        self._mine = log.storage.in_list("name", self._names)
+        # each reactor's position, rules and failure; PostgreSQL lets two processes read a
+        # position at once, so the rows read are locked: the second waits for the first and
+        # then sees where it left off (SQLite's writer lock already does this)
+        self.followers = Followers(log.storage, KIND, [r.name for r in self.reactors])
         # the decisions the last `run` or `tick` appended: the views take them without reading them
         # back, and the next run hands them to the reactors that have not seen them yet
         self.appended: list[Fact] = []
-        log.storage.create([
-            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, position {{bigint}} NOT NULL, "
-            "quiet_until {bigint} NOT NULL, fingerprint TEXT NOT NULL)"
-        ])
         for reactor in self.reactors:
             self._prepare(reactor)
 
@@ -75,31 +70,26 @@ class Reactions:
         head = self.log.head()
         with storage.writing() as tx:
             storage.lock_ddl(tx)
-            row = tx.one(f"SELECT fingerprint FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [reactor.name])
-            if row is not None and row["fingerprint"] == reactor.fingerprint():
+            if self.followers.fingerprint(tx, reactor.name) == reactor.fingerprint():
                 return
             for table in reactor.tables():
                 tx.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in reactor.create_statements():
                 tx.execute(storage.ddl(statement))
             # What the log holds now was decided already: fold it, decide nothing again.
-            tx.execute(f"DELETE FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [reactor.name])
-            tx.execute(f"INSERT INTO {POSITIONS_TABLE} (name, position, quiet_until, fingerprint) "
-                       f"VALUES ({tx.q},0,{tx.q},{tx.q})",
-                       [reactor.name, head, reactor.fingerprint()])
+            self.followers.reset(tx, reactor.name, reactor.fingerprint(), quiet_until=head)
 
     def positions(self) -> dict[str, int]:
-        with self.log.storage.reading() as tx:
-            rows = tx.all(f"SELECT name, position FROM {POSITIONS_TABLE} WHERE {self._mine[0]}", self._mine[1])
-        known = {r["name"]: r["position"] for r in rows}
-        return {r.name: known.get(r.name, 0) for r in self.reactors}
+        return self.followers.positions()
 
     def run(self, fresh: Sequence[Fact] = (), decided: list[Fact] | None = None) -> int:
         """Let every reactor answer the facts it has not seen; returns how many decisions
         (and adds the recorded decisions to `decided`, when given)."""
         count = 0
         with self._lock:
-            pending = list(self.reactors)
+            # a reactor stopped on a failure waits where it stopped; the others go on without it
+            running = set(self.followers.running())
+            pending = [r for r in self.reactors if r.name in running]
             if fresh:
                 together, done = self._react_together(pending, list(fresh), decided)
                 count += together
@@ -118,8 +108,7 @@ class Reactions:
         answered by another goes on to the next instead of waiting (PostgreSQL's SKIP LOCKED);
         the other carries it to the log's head, and what is appended after is answered at the
         next turn of whichever process is free. (SQLite has one writer at a time anyway.)"""
-        if self._lock_rows:
-            self._lock_rows = " FOR UPDATE SKIP LOCKED"
+        self.followers.skip_busy()
 
     def _react_together(self, reactors: list[Reactor], fresh: list[Fact],
                         decided: list[Fact] | None) -> tuple[int, set[str]]:
@@ -143,28 +132,26 @@ class Reactions:
         def work(session: AppendSession) -> list[Fact]:
             tx = session.tx
             # only these reactors' rows: a consumer keeping another share of them is not held up
-            rows = tx.all(f"SELECT name, position, quiet_until FROM {POSITIONS_TABLE} WHERE {self._mine[0]} "
-                          f"ORDER BY name{self._lock_rows}", self._mine[1])
-            at = {r["name"]: (r["position"], r["quiet_until"]) for r in rows}
+            at = self.followers.places(tx)
             # (after skip_busy_reactors, the reactors another process is answering now are not in `at`)
-            mine = [r for r in reactors if r.name in at]
-            if not mine or any(at[r.name][0] != positions[r.name] for r in mine):
+            mine = [r for r in reactors if r.name in at and not at[r.name].failed]
+            if not mine or any(at[r.name].position != positions[r.name] for r in mine):
                 raise _MovedOn  # another process answered some of these: take the careful path
             taken[:] = [r.name for r in mine]  # (a retried transaction takes them anew)
             in_hand = list(window)
             stored_all: list[Fact] = []
             for reactor in mine:
-                position, quiet_until = at[reactor.name]
+                position, quiet_until = at[reactor.name].position, at[reactor.name].quiet_until
                 todo = in_hand[bisect_right(in_hand, position, key=_position):]  # in_hand is in log order
                 if not todo:
                     continue
-                stored = _answer(session, reactor, todo, quiet_until)
+                stored, moved_to = _answer_alone(session, self.followers, reactor, todo, quiet_until)
                 in_hand += stored
                 stored_all += stored
                 # a reactor has seen what was in hand when it answered; its own decisions and
                 # those of the reactors after it come to it with the next round, from the log
-                tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q}",
-                           [todo[-1].position, reactor.name])
+                if moved_to is not None:
+                    self.followers.advance(tx, reactor.name, moved_to)
             return stored_all
 
         taken: list[str] = []
@@ -181,20 +168,17 @@ class Reactions:
         answering it now (only after skip_busy_reactors)."""
         def work(session: AppendSession) -> list[Fact] | None:
             tx = session.tx
-            row = tx.one(f"SELECT position, quiet_until FROM {POSITIONS_TABLE} WHERE name = {tx.q}{self._lock_rows}",
-                         [reactor.name])
-            if row is None:
+            place = self.followers.places(tx, [reactor.name]).get(reactor.name)
+            if place is None or place.failed:
                 return None
-            position, quiet_until = row["position"], row["quiet_until"]
+            position, quiet_until = place.position, place.quiet_until
             todo = [f for f in facts if f.position > position]
             if not todo:
                 return []
-            stored = _answer(session, reactor, todo, quiet_until)
-            tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = {tx.q} WHERE name = {tx.q} AND position = {tx.q}",
-                       [todo[-1].position, reactor.name, position])
-            if tx.rowcount() != 1:
+            stored, moved_to = _answer_alone(session, self.followers, reactor, todo, quiet_until)
+            if moved_to is not None and not self.followers.advance(tx, reactor.name, moved_to, expected=position):
                 raise StaleReactorError(f"reactor {reactor.name} moved on under this batch")
-            return stored
+            return stored  # (stopped on a failure: the next batch finds it so and goes no further)
 
         stored = self.log.transaction(work)
         if stored is None:
@@ -208,10 +192,22 @@ class Reactions:
         decided = 0
         with self._lock:
             self.appended = []
+            running = set(self.followers.running())
             for reactor in self.reactors:
+                if reactor.name not in running:
+                    continue  # stopped on a failure until it is resumed
+
                 def work(session: AppendSession, reactor: Reactor = reactor) -> list[Fact]:
-                    decisions = reactor.due(session.tx, now)
-                    _check(reactor, decisions)
+                    tx = session.tx
+                    tx.execute("SAVEPOINT closedloop_due")
+                    try:
+                        decisions = reactor.due(tx, now)
+                        _check(reactor, decisions)
+                    except Exception as exc:  # noqa: BLE001 - one reactor's failure stops it alone
+                        tx.execute("ROLLBACK TO SAVEPOINT closedloop_due")
+                        self.followers.fail(tx, reactor.name, Failure(None, exc))
+                        return []
+                    tx.execute("RELEASE SAVEPOINT closedloop_due")
                     return session.append(decisions).stored
 
                 stored: list[Fact] = self.log.transaction(work)
@@ -235,6 +231,18 @@ def _following(facts: Sequence[Fact], start: int) -> list[Fact]:
         out.append(f)
         expected += 1
     return out
+
+
+def _answer_alone(session: AppendSession, followers: Followers, reactor: Reactor, todo: list[Fact],
+                  quiet_until: int) -> tuple[list[Fact], int | None]:
+    """`_answer` inside a savepoint: when the reactor fails on a fact, what it decided on the
+    facts before that one stands, and it stops at the fact with the error on record. Returns
+    its recorded decisions and the position it reached (None: not one fact taken)."""
+    answers, taken, failure = take(session.tx, todo, lambda facts: _answer(session, reactor, list(facts), quiet_until))
+    if failure is not None:
+        followers.fail(session.tx, reactor.name, failure)
+        return [f for batch in answers for f in batch], taken
+    return [f for batch in answers for f in batch], todo[-1].position
 
 
 def _answer(session: AppendSession, reactor: Reactor, todo: list[Fact], quiet_until: int) -> list[Fact]:

@@ -13,15 +13,16 @@ import hashlib
 from typing import Any, Iterable, Iterator, Sequence
 
 from closedloop.domain.facts import Fact
-from closedloop.reactors.process import ENGINE_SOURCE, POSITIONS_TABLE
+from closedloop.log.followers import FOLLOWERS_TABLE
 from closedloop.log.storage import Tx
+from closedloop.reactors.process import ENGINE_SOURCE, KIND
 
 CHUNK = 400
 
 
 def replaying(tx: Tx, name: str, facts: Sequence[Fact]) -> bool:
     """True when these facts are being folded to rebuild state, not decided on."""
-    row = tx.one(f"SELECT quiet_until FROM {POSITIONS_TABLE} WHERE name = {tx.q}", [name])
+    row = tx.one(f"SELECT quiet_until FROM {FOLLOWERS_TABLE} WHERE kind = {tx.q} AND name = {tx.q}", [KIND, name])
     return bool(row) and bool(facts) and (facts[-1].position or 0) <= row["quiet_until"]
 
 

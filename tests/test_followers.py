@@ -11,8 +11,7 @@ import psycopg
 import pytest
 
 from closedloop.app.engine import Engine
-from closedloop.reactors.process import POSITIONS_TABLE as REACTOR_POSITIONS
-from closedloop.projections.runner import POSITIONS_TABLE as VIEW_POSITIONS
+from closedloop.log.followers import FOLLOWERS_TABLE
 from test_process import DispatchEverythingToOneOutlet, dispatches
 
 from conftest import event, registration
@@ -31,11 +30,12 @@ class Holding:
     """Another process in the middle of work on one position row (its transaction holds the
     row's lock), until `release`."""
 
-    def __init__(self, url: str, table: str, name: str) -> None:
+    def __init__(self, url: str, kind: str, name: str) -> None:
         self.conn = psycopg.connect(url.split("?")[0])
         self.conn.execute(f'SET search_path TO "{schema_of(url)}"')
-        row = self.conn.execute(f"SELECT position FROM {table} WHERE name = %s FOR UPDATE", [name]).fetchone()
-        assert row is not None, f"no position row {name} in {table}"
+        row = self.conn.execute(f"SELECT position FROM {FOLLOWERS_TABLE} WHERE kind = %s AND name = %s FOR UPDATE",
+                                [kind, name]).fetchone()
+        assert row is not None, f"no position row for the {kind} {name}"
 
     def release(self) -> None:
         self.conn.rollback()
@@ -65,7 +65,7 @@ def test_a_view_busy_in_another_process_is_passed_over_and_carried_on_later(pg_u
     # given: a member keeping every view, and another process in the middle of folding the loop view
     member = Engine.open(pg_url, reactors=[])
     member.skip_busy()
-    busy = Holding(pg_url, VIEW_POSITIONS, member.loop.name)
+    busy = Holding(pg_url, "view", member.loop.name)
     try:
         # when: the member appends
         submitted = finishes(lambda: member.submit(registered(3)))
@@ -91,7 +91,7 @@ def test_a_view_busy_in_another_process_is_passed_over_and_carried_on_later(pg_u
 def test_a_reactor_busy_in_another_process_is_passed_over_and_decides_once_later(pg_url: str):
     member = Engine.open(pg_url, reactors=[DispatchEverythingToOneOutlet()])
     member.skip_busy()
-    busy = Holding(pg_url, REACTOR_POSITIONS, "toy-dispatch")
+    busy = Holding(pg_url, "reactor", "toy-dispatch")
     try:
         submitted = finishes(lambda: member.submit(registered(2)))
         assert submitted is not None, "the member waited for the busy reactor instead of passing over it"

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from closedloop.consumers import kafka as binding
-from closedloop.consumers.kafka_publisher import POSITIONS_TABLE, KafkaPublisher, Topics, publisher_status
+from closedloop.consumers.kafka_publisher import KafkaPublisher, Topics, publisher_status
+from closedloop.log.followers import FOLLOWERS_TABLE
 from closedloop.domain.facts import parse_ms
 from closedloop.domain.policy import LoopPolicy
 from closedloop.app.engine import Engine
@@ -126,7 +127,7 @@ def test_feedback_goes_to_its_department_and_leaks_to_the_alerts_topic_keyed_and
     assert set(leaked) == {"recorded", "reviewed"}
     # a crash before the position moved: the batch is sent again, with the same ids
     with engine.storage.writing() as tx:
-        tx.execute(f"UPDATE {POSITIONS_TABLE} SET position = 0")
+        tx.execute(f"UPDATE {FOLLOWERS_TABLE} SET position = 0 WHERE kind = 'publisher'")
     assert publisher.publish_once() == 3
     again = read_topic(kafka_bootstrap, topics.alerts, 4)
     assert sorted((m.key, orjson.loads(m.value)["id"]) for m in again) == \
