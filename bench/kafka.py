@@ -39,6 +39,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from kafka import KafkaProducer  # noqa: E402
 
+from closedloop.contract import kafka as wire  # noqa: E402
 from closedloop.consumers import kafka as binding  # noqa: E402
 
 sys.path.append(str(HERE))
@@ -51,7 +52,7 @@ def produce(bootstrap: str, topic: str, events: list[dict]) -> float:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
     started = time.perf_counter()
     for i, e in enumerate(events):
-        value, headers = binding.encode_structured(e)
+        value, headers = wire.encode_structured(e)
         producer.send(topic, value=value, key=e["subject"].encode(), headers=headers)
         if i % 20000 == 0:
             print(f"\r  produced {i:,}", end="", file=sys.stderr, flush=True)

@@ -38,6 +38,8 @@ from closedloop.app.engine import Engine
 from closedloop.log.eventlog import Appended, now_ms
 from closedloop.log.storage import Storage, Tx
 
+from closedloop.contract import kafka as wire
+
 from . import kafka as binding
 
 log = logging.getLogger("closedloop.kafka")
@@ -186,7 +188,7 @@ class KafkaIngest:
         where: dict[tuple[str, str], tuple[Any, Any]] = {}  # fact key -> (partition, message)
         for tp, messages in records.items():
             for m in messages:
-                decoded = binding.decode_message(m.value, m.headers)
+                decoded = wire.decode_message(m.value, m.headers)
                 if decoded.fact is not None:
                     facts.append(decoded.fact)
                     where[decoded.fact.key] = (tp, m)  # a conflict within a batch is the later one

@@ -25,6 +25,8 @@ from closedloop.app.engine import Engine
 from closedloop.app.settings import Settings
 from closedloop.log.followers import Failure, Followers
 
+from closedloop.contract import kafka as wire
+
 from . import kafka as binding
 
 log = logging.getLogger("closedloop.kafka")
@@ -88,7 +90,7 @@ class KafkaPublisher:
 
     def __init__(self, engine: Engine, bootstrap: Sequence[str], topics: Topics | None = None,
                  mode: str = "structured", batch_size: int = 5000, partitions: int = 3) -> None:
-        binding.encode({}, mode)  # a wrong mode is said before anything starts
+        wire.encode({}, mode)  # a wrong mode is said before anything starts
         self.engine = engine
         self.bootstrap = list(bootstrap)
         self.topics = topics or Topics.from_settings(engine.settings)
@@ -133,7 +135,7 @@ class KafkaPublisher:
                     topic, key = target
                     event = to_cloudevent(fact)
                     event["partitionkey"] = key  # the binding's name for the message key
-                    value, headers = binding.encode(event, self.mode)
+                    value, headers = wire.encode(event, self.mode)
                 except Exception as exc:  # noqa: BLE001 - a fact that cannot be sent stops the publisher alone
                     failure = Failure(fact, exc)
                     facts = facts[: facts.index(fact)]

@@ -1,1 +1,1 @@
-"""The wire contract: the v1 event schemas producers speak and their CloudEvents envelope."""
+"""The wire contract: the v1 event schemas producers speak, their CloudEvents envelope and its Kafka binding."""

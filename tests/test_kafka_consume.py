@@ -11,6 +11,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from closedloop.contract.events import validate
+from closedloop.contract import kafka as wire
 from closedloop.consumers import kafka as binding
 from closedloop.consumers.kafka_consumer import KafkaIngest, lag_report, parse_member, stored_offsets
 from closedloop.app.engine import Engine
@@ -48,7 +49,7 @@ def produce(bootstrap: str, topic: str, events: list[dict[str, Any]], mode: str 
             key: str | None = None) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for e in events:
-        value, headers = binding.encode(e, mode)
+        value, headers = wire.encode(e, mode)
         k = key or e["subject"]
         producer.send(topic, value=value, key=k.encode() if k else None, headers=headers)
     producer.flush()
@@ -91,7 +92,7 @@ def read_topic(bootstrap: str, topic: str, expect: int) -> list[Any]:
 @pytest.mark.fast
 def test_binary_and_structured_modes_decode_to_the_same_fact():
     reg = event("case.registered", "CASE-1", "2026-10-30T08:10:00Z", registration("CALL-1"))
-    facts = [binding.decode_message(*binding.encode(reg, mode)).fact for mode in ("structured", "binary")]
+    facts = [wire.decode_message(*wire.encode(reg, mode)).fact for mode in ("structured", "binary")]
     # each is the fact the contract makes of the event itself, envelope and data
     assert facts[0] == facts[1] == validate(reg)
     assert facts[0].data["customer"]["region"] == "R01"
@@ -100,21 +101,21 @@ def test_binary_and_structured_modes_decode_to_the_same_fact():
 @pytest.mark.fast
 def test_a_structured_event_without_content_type_is_still_read():
     reg = event("call.received", "CALL-1", "2026-10-30T08:00:00Z", {"phone": "138", "intent": "repair"})
-    assert binding.decode_message(orjson.dumps(reg), []).fact == validate(reg)
+    assert wire.decode_message(orjson.dumps(reg), []).fact == validate(reg)
 
 
 @pytest.mark.parametrize("value, headers, field, words", [
     (b"{not json", [], "(message)", "not JSON"),
     (b'{"hello": "world"}', [], "specversion", "not a CloudEvent"),
-    (b'[1, 2]', [("content-type", binding.STRUCTURED.encode())], "(message)", "not an object"),
+    (b'[1, 2]', [("content-type", wire.STRUCTURED.encode())], "(message)", "not an object"),
     (b"<xml/>", [("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"/s"), ("ce_type", b"call.received"),
                  ("ce_time", b"2026-10-30T08:00:00Z"), ("ce_subject", b"C"), ("content-type", b"application/xml")],
      "datacontenttype", "application/xml"),
-    (b"[]", [("content-type", binding.BATCH.encode())], "content-type", "one event per message"),
+    (b"[]", [("content-type", wire.BATCH.encode())], "content-type", "one event per message"),
 ])
 @pytest.mark.fast
 def test_poison_messages_are_rejected_with_the_reason(value, headers, field, words):
-    decoded = binding.decode_message(value, headers)
+    decoded = wire.decode_message(value, headers)
     assert decoded.fact is None and decoded.rejection is not None
     [error] = decoded.rejection.errors
     assert error["field"] == field and words in error["message"]
@@ -125,8 +126,8 @@ def test_an_unknown_type_and_invalid_data_are_named_by_field():
     unknown = event("case.teleported", "CASE-1", "2026-10-30T08:10:00Z", {})
     invalid = event("service.completed", "CASE-1", "2026-10-30T08:10:00Z",
                     {"technician_id": "TEC-1", "fault_code": "E1", "cause": "gremlins", "first_visit": True})
-    assert binding.decode_message(*binding.encode(unknown, "binary")).rejection.errors[0]["field"] == "type"
-    assert binding.decode_message(*binding.encode(invalid)).rejection.errors[0]["field"] == "data.cause"
+    assert wire.decode_message(*wire.encode(unknown, "binary")).rejection.errors[0]["field"] == "type"
+    assert wire.decode_message(*wire.encode(invalid)).rejection.errors[0]["field"] == "data.cause"
 
 
 @pytest.mark.fast

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from closedloop.contract import kafka as wire
 from closedloop.consumers import kafka as binding
 from closedloop.consumers.kafka_consumer import lag_report
 from closedloop.app.engine import Engine
@@ -61,7 +62,7 @@ def test_a_consumer_killed_repeatedly_loses_nothing_and_duplicates_nothing(
         nonlocal produced_poison
         p = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=2)
         for i, e in enumerate(events):
-            value, headers = binding.encode(e, "binary" if i % 3 == 0 else "structured")
+            value, headers = wire.encode(e, "binary" if i % 3 == 0 else "structured")
             p.send(topic, value=value, key=key_of(e).encode(), headers=headers)
             if i % POISON_EVERY == 0:
                 p.send(topic, value=f"garbage {i}".encode(), key=key_of(e).encode())

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from closedloop.consumers import kafka as binding
+from closedloop.contract import kafka as wire
 from closedloop.consumers.kafka_publisher import KafkaPublisher, Topics, publisher_status
 from closedloop.log.followers import FOLLOWERS_TABLE
 from closedloop.domain.facts import parse_ms
@@ -117,7 +117,7 @@ def test_feedback_goes_to_its_department_and_leaks_to_the_alerts_topic_keyed_and
     assert publisher.publish_once() == 3
     assert publisher_status(engine)["behind"] == 0
     [fb] = read_topic(kafka_bootstrap, f"{prefix}manufacturing", 1)
-    assert fb.key == b"FB-1" and dict(fb.headers)["content-type"] == binding.STRUCTURED.encode()
+    assert fb.key == b"FB-1" and dict(fb.headers)["content-type"] == wire.STRUCTURED.encode()
     body = orjson.loads(fb.value)
     assert (body["type"], body["id"], body["source"], body["data"]["case_id"]) == \
         ("feedback.routed", ROUTED["id"], "/quality/router", "CASE-1")
