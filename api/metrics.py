@@ -92,6 +92,11 @@ def engine_positions(engine: "Engine") -> Iterable[Metric]:
     if engine.reactors:
         yield _gauge("closedloop_reactor_lag_events", "Events in the log that the reactor has not answered yet.",
                      ["reactor"], [([name], max(head - pos, 0)) for name, pos in engine.reactions.positions().items()])
+    followers = engine.followers()
+    yield _gauge("closedloop_follower_failed", "1 when the follower stopped on a stored fact it could not take.",
+                 ["kind", "name"], [([f.kind, f.name], 1 if f.state == "failed" else 0) for f in followers])
+    yield _gauge("closedloop_follower_lag_events", "Events in the log the follower has not taken yet.",
+                 ["kind", "name"], [([f.kind, f.name], f.lag) for f in followers])
 
 
 def quarantine(engine: "Engine") -> Iterable[Metric]:

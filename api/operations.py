@@ -80,6 +80,20 @@ def discard(engine: EngineDep, qid: QuarantineId,
 
 @health_router.get("/health", tags=["operations"], response_model=HealthPublic)
 def health(engine: EngineDep) -> dict[str, Any]:
-    """The log's head and how far each view is behind it."""
-    return {"status": "ok", "database": engine.storage.dialect, "log_head": engine.log.head(),
-            "view_lag": engine.projector.lag()}
+    """The log's head, how far each view is behind it, and what stopped on a failure: `degraded`
+    names each follower (view, reactor, publisher) that stopped on a stored fact, with the
+    fact's position and id and the error, while the intake of events goes on."""
+    followers = [_follower(f) for f in engine.followers()]
+    stopped = [f for f in followers if f["state"] == "failed"]
+    return {"status": "degraded" if stopped else "ok", "database": engine.storage.dialect,
+            "log_head": engine.log.head(), "view_lag": engine.projector.lag(), "stopped": stopped,
+            "followers": followers}
+
+
+def _follower(f: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    out = f.to_json()
+    if out["failed_at"] is not None:
+        out["failed_at"] = datetime.fromtimestamp(out["failed_at"] / 1000, UTC).isoformat(timespec="milliseconds")
+    return out

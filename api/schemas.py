@@ -32,7 +32,7 @@ class Public(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-Moment = Annotated[str, Field(json_schema_extra={"format": "date-time"},
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"},
                               examples=["2026-10-30T08:15:00.000Z"])]
 Day = Annotated[str, Field(json_schema_extra={"format": "date"}, examples=["2026-10-01"])]
 Money = Annotated[str, Field(description="An amount in the currency, two decimals", examples=["50.00"])]
@@ -132,9 +132,9 @@ class StepPublic(Public):
     """One of the four steps of a case's loop."""
 
     status: StepStatus
-    opened: Moment | None
-    due: Moment | None
-    done: Moment | None
+    opened: Timestamp | None
+    due: Timestamp | None
+    done: Timestamp | None
     owner: str | None = Field(description="Who must act while the step is open (`outlet:OUT-0042`, "
                               "`department:manufacturing`, ...)")
     waiting_for: str | None = Field(description="What the step waits on besides its owner (a spare part)")
@@ -163,15 +163,15 @@ class CaseProfilePublic(Public):
 
 
 class AnomalyPublic(Public):
-    time: Moment | None
+    time: Timestamp | None
     anomaly: str
 
 
 class TimelineEventPublic(Public):
     """An event of the case, as recorded."""
 
-    time: Moment | None
-    recorded: Moment | None = Field(description="When the engine recorded it")
+    time: Timestamp | None
+    recorded: Timestamp | None = Field(description="When the engine recorded it")
     type: str
     subject: str
     source: str
@@ -185,8 +185,8 @@ class CasePublic(Public):
     """Where a case stands at `as_of`: each step, its owner, and its timeline."""
 
     case_id: str
-    as_of: Moment
-    known_at: Moment | None
+    as_of: Timestamp
+    known_at: Timestamp | None
     owner: str | None = Field(description="Owner of the first open step; null when none is open")
     loop_closed: bool
     steps: StepsPublic
@@ -209,35 +209,35 @@ class StageCountsPublic(Public):
 class LoopSummaryPublic(Public):
     """Cases, and the steps open and overdue (leaked) at `as_of`."""
 
-    as_of: Moment
+    as_of: Timestamp
     cases: int = Field(description="Cases registered by `as_of`")
     open: StageCountsPublic
     leaks: StageCountsPublic = Field(description="Steps open past their due time")
     leaked_total: int
     closed_loops: int = Field(description="Registered cases with no step open")
-    known_at: Moment | None = Field(default=None, description="Only with `known_at`")
+    known_at: Timestamp | None = Field(default=None, description="Only with `known_at`")
 
 
 class LeakPublic(Public):
     case_id: str | None
     call_id: str | None
     stage: Stage
-    due: Moment | None
+    due: Timestamp | None
     owner: str
     overdue_hours: float
-    open_since: Moment | None
+    open_since: Timestamp | None
     region: str | None
     outlet_id: str | None
     waiting_for: str | None
 
 
 class LeaksPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     total: int
     limit: int
     offset: int
     items: list[LeakPublic]
-    known_at: Moment | None = Field(default=None, description="Only with `known_at`")
+    known_at: Timestamp | None = Field(default=None, description="Only with `known_at`")
 
 
 # --- the three controls ------------------------------------------------------------------------
@@ -283,15 +283,15 @@ class RatesGroupPublic(RatesPublic):
 
 
 class PreviousWindowPublic(Public):
-    from_: Moment = Field(alias="from")
-    to: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
     total: RatesPublic
 
 
 class ControlPeriodPublic(Public):
     period: str = Field(examples=["2026-W44"])
-    from_: Moment = Field(alias="from")
-    to: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
     total: RatesPublic
     groups: list[RatesGroupPublic] | None = None
 
@@ -299,9 +299,9 @@ class ControlPeriodPublic(Public):
 class ControlsPublic(Public):
     """Complaint, dissatisfaction and omission rates against the 10 PPM target."""
 
-    from_: Moment = Field(alias="from")
-    to: Moment
-    as_of: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    as_of: Timestamp
     target_ppm: float
     total: RatesPublic
     by: Literal["region", "outlet", "product_line", "technician"] | None = None
@@ -309,7 +309,7 @@ class ControlsPublic(Public):
     previous: PreviousWindowPublic | None = Field(default=None, description="With `compare` or `period`")
     period: Literal["day", "week", "month"] | None = None
     periods: list[ControlPeriodPublic] | None = Field(default=None, description="With `period`")
-    known_at: Moment | None = Field(default=None, description="Only with `known_at`")
+    known_at: Timestamp | None = Field(default=None, description="Only with `known_at`")
 
 
 class ControlFiltersPublic(Public):
@@ -322,27 +322,27 @@ class ControlFiltersPublic(Public):
 class FirstLeakPublic(Public):
     stage: Stage
     item: str
-    due: Moment | None
+    due: Timestamp | None
     owner: str
 
 
 class ControlCasePublic(Public):
     case_id: str | None
     call_id: str | None
-    asked: Moment | None = Field(description="When the customer first asked")
+    asked: Timestamp | None = Field(description="When the customer first asked")
     region: str | None
     outlet_id: str | None
     product_line: str | None
     technician_id: str | None
-    when: Moment | None = Field(description="When it counted: the complaint, the dissatisfied callback, the leak")
+    when: Timestamp | None = Field(description="When it counted: the complaint, the dissatisfied callback, the leak")
     leaked: FirstLeakPublic | None = Field(default=None, description="For an omission: the step that leaked first")
 
 
 class ControlCasesPublic(Public):
     measure: Literal["complaint", "dissatisfaction", "omission"]
-    from_: Moment = Field(alias="from")
-    to: Moment
-    as_of: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    as_of: Timestamp
     filters: ControlFiltersPublic
     total: int
     limit: int
@@ -355,14 +355,14 @@ class QuarantinedPublic(Public):
     """A rejected event, as it was received, with the reasons."""
 
     qid: int
-    received: Moment | None
+    received: Timestamp | None
     channel: str = Field(examples=["http-batch"])
     source: str | None
     id: str | None
     type: str | None
     errors: list[FieldErrorPublic]
     status: Literal["open", "resubmitted", "discarded"]
-    resolved: Moment | None
+    resolved: Timestamp | None
     resolution: str | None
     event: JsonValue = Field(description="The event as received: JSON, or its text when it was not JSON")
 
@@ -374,11 +374,28 @@ class QuarantinePublic(Public):
     items: list[QuarantinedPublic]
 
 
+class FollowerPublic(Public):
+    """One view, reactor or publisher following the log; a failed one stopped on a stored fact."""
+
+    kind: Literal["view", "reactor", "publisher"]
+    name: str
+    position: int = Field(description="The last position it has taken")
+    lag: int = Field(description="Events in the log it has not taken yet")
+    state: Literal["running", "failed"]
+    error: str | None = Field(None, description="Why it stopped")
+    failed_position: int | None = Field(None, description="The position of the fact it could not take")
+    failed_fact: str | None = Field(None, description="The id of the fact it could not take")
+    failed_at: Timestamp | None = Field(None, description="When it stopped")
+
+
 class HealthPublic(Public):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="`degraded`: some follower stopped on a failure (named in `stopped`); events are still taken")
     database: str = Field(examples=["sqlite"])
     log_head: int = Field(description="The log's last position")
     view_lag: dict[str, int] = Field(description="Per view, how many events it is behind the head")
+    stopped: list[FollowerPublic] = Field(description="The followers stopped on a failure, with where and why")
+    followers: list[FollowerPublic] = Field(description="Every view, reactor and publisher following the log")
 
 
 class VerdictPublic(Public):
@@ -396,7 +413,7 @@ class VerdictPublic(Public):
 class CheckpointPublic(Public):
     position: int
     hash: str
-    taken: Moment | None
+    taken: Timestamp | None
 
 
 class PartitionLagPublic(Public):
@@ -406,7 +423,7 @@ class PartitionLagPublic(Public):
     end: int | None = Field(description="The broker's end offset (when the brokers are known)")
     lag: int | None
     member: str | None
-    updated: Moment | None
+    updated: Timestamp | None
 
 
 class PublisherPublic(Public):
@@ -427,7 +444,7 @@ class KafkaLagPublic(Public):
 
 # --- the service network ------------------------------------------------------------------------
 class TodayPublic(Public):
-    day: Moment | None
+    day: Timestamp | None
     load: int
     capacity: int
     left: int
@@ -459,13 +476,13 @@ class OutletPublic(Public):
     regions: list[str]
     product_lines: list[str]
     daily_capacity: int
-    registered: Moment | None
+    registered: Timestamp | None
     today: TodayPublic
     technicians: StaffCountsPublic
 
 
 class OutletsPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     total: int
     limit: int
     offset: int
@@ -473,7 +490,7 @@ class OutletsPublic(Public):
 
 
 class PartMovePublic(Public):
-    time: Moment | None
+    time: Timestamp | None
     status: str
     warehouse_id: str | None
     reason: str | None
@@ -486,7 +503,7 @@ class PartRequestPublic(Public):
     outlet_id: str | None
     part_no: str | None
     quantity: int | None
-    requested: Moment | None
+    requested: Timestamp | None
     status: PartStatus
     warehouse_id: str | None
     reason: str | None
@@ -498,13 +515,13 @@ class AlarmPublic(Public):
     case_id: str
     outlet_id: str
     level: int = Field(description="1: not accepted in time; 2: escalated")
-    raised: Moment | None
-    dispatched_at: Moment | None
-    accept_by: Moment | None
+    raised: Timestamp | None
+    dispatched_at: Timestamp | None
+    accept_by: Timestamp | None
     action: str | None
     reason: str | None
     state: Literal["open", "resolved"]
-    resolved: Moment | None
+    resolved: Timestamp | None
     resolution: str | None
     open_minutes: float
 
@@ -516,10 +533,10 @@ class OutletDetailPublic(Public):
     regions: list[str]
     product_lines: list[str]
     daily_capacity: int
-    registered: Moment | None
+    registered: Timestamp | None
     today: TodayPublic
     technicians: list[StaffPublic]
-    as_of: Moment
+    as_of: Timestamp
     open_part_requests: list[PartRequestPublic]
     open_alarms: list[AlarmPublic]
 
@@ -533,7 +550,7 @@ class TechnicianPublic(Public):
 
 
 class TechniciansPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     total: int
     limit: int
     offset: int
@@ -549,13 +566,13 @@ class ThresholdsPublic(Public):
 class PermitDetailPublic(Public):
     status: PermitStatus
     balance: int
-    status_since: Moment | None
+    status_since: Timestamp | None
     thresholds: ThresholdsPublic
     share_of_jobs: float = Field(description="The share of dispatched jobs a technician of this status gets")
 
 
 class LedgerEntryPublic(Public):
-    time: Moment | None
+    time: Timestamp | None
     change: str = Field(examples=["points_changed"])
     case_id: str | None
     rule: str | None
@@ -568,11 +585,11 @@ class LedgerEntryPublic(Public):
 
 class TechnicianDetailPublic(Public):
     technician_id: str
-    as_of: Moment
+    as_of: Timestamp
     outlet_id: str | None
     name: str | None
     level: str | None
-    registered: Moment | None
+    registered: Timestamp | None
     permit: PermitDetailPublic
     jobs_today: int
     ledger: list[LedgerEntryPublic]
@@ -593,7 +610,7 @@ class WarehousePublic(Public):
 
 
 class WarehousesPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     total: int
     limit: int
     offset: int
@@ -601,11 +618,11 @@ class WarehousesPublic(Public):
 
 
 class WarehouseDetailPublic(WarehousePublic):
-    as_of: Moment
+    as_of: Timestamp
 
 
 class PartRequestsPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     state: str
     total: int
     limit: int
@@ -615,7 +632,7 @@ class PartRequestsPublic(Public):
 
 
 class AlarmsPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     state: Literal["open", "resolved", "all"]
     total: int
     limit: int
@@ -661,7 +678,7 @@ class FeedbackItemPublic(Public):
     feedback_ids: list[str]
     case_id: str | None
     call_id: str | None
-    routed: Moment | None
+    routed: Timestamp | None
     routed_by: str | None
     origin: str | None = Field(examples=["cause:manufacturing"])
     summary: str | None
@@ -669,13 +686,13 @@ class FeedbackItemPublic(Public):
     fault_code: str | None
     status: FeedbackStatus
     owner: str | None
-    due: Moment | None
+    due: Timestamp | None
     overdue: bool
     overdue_hours: float | None
 
 
 class FeedbackItemsPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     department: Department | None
     status: str | None
     total: int
@@ -695,13 +712,13 @@ class FeedbackCountsPublic(Public):
 
 
 class FeedbackSummaryPublic(Public):
-    as_of: Moment
+    as_of: Timestamp
     departments: dict[str, FeedbackCountsPublic] = Field(description="Department -> its counts")
     total: FeedbackCountsPublic
 
 
 class FeedbackEntryPublic(Public):
-    time: Moment | None
+    time: Timestamp | None
     feedback_id: str
     type: str = Field(examples=["feedback.acknowledged"])
     data: dict[str, JsonValue]
@@ -709,9 +726,9 @@ class FeedbackEntryPublic(Public):
 
 class FeedbackPhasePublic(Public):
     status: FeedbackStatus
-    from_: Moment | None = Field(alias="from")
-    until: Moment | None
-    due: Moment | None
+    from_: Timestamp | None = Field(alias="from")
+    until: Timestamp | None
+    due: Timestamp | None
     owner: str | None
 
 
@@ -745,9 +762,9 @@ Cases = Annotated[list[str] | None, Field(default=None, description="With `cases
 
 
 class DefectWindowPublic(Public):
-    from_: Moment = Field(alias="from")
-    to: Moment
-    as_of: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    as_of: Timestamp
     filters: DefectFiltersPublic
     total: int = Field(description="Completed services counted")
 
@@ -869,7 +886,7 @@ class PartsPublic(DefectWindowPublic):
 
 class DefectCasePublic(Public):
     case_id: str
-    completed: Moment | None
+    completed: Timestamp | None
     region: str | None
     product_line: str | None
     model: str | None
@@ -898,7 +915,7 @@ class LinePenaltyPublic(Public):
     penalty_id: str
     complaint_id: str | None
     category: str | None
-    charged: Moment | None
+    charged: Timestamp | None
     amount_cents: int
 
 
@@ -908,8 +925,8 @@ class StatementLinePublic(Public):
                                                 "penalty: penalties on a case settled in another period")
     job: str | None
     technician_id: str | None
-    done: Moment | None
-    reviewed: Moment | None
+    done: Timestamp | None
+    reviewed: Timestamp | None
     price_cents: int
     penalties: list[LinePenaltyPublic]
     penalty_cents: int
@@ -941,18 +958,18 @@ class SettlementTotalPublic(Public):
 
 
 class SettlementPublic(Public):
-    from_: Moment = Field(alias="from")
-    to: Moment
-    as_of: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    as_of: Timestamp
     currency: str
     statements: list[StatementPublic]
     total: SettlementTotalPublic
 
 
 class OutletStatementPublic(StatementPublic):
-    from_: Moment = Field(alias="from")
-    to: Moment
-    as_of: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    as_of: Timestamp
 
 
 class OwnerLinePublic(Public):
@@ -960,7 +977,7 @@ class OwnerLinePublic(Public):
     case_id: str
     complaint_id: str | None
     category: str | None
-    charged: Moment | None
+    charged: Timestamp | None
     amount_cents: int
     paid_to_case: str = Field(description="The case whose customer is paid")
 
@@ -983,9 +1000,9 @@ class PaidToCustomerPublic(Public):
 
 
 class PenaltiesPublic(Public):
-    from_: Moment = Field(alias="from")
-    to: Moment
-    as_of: Moment
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    as_of: Timestamp
     owners: list[OwnerPenaltiesPublic]
     total_cents: int
     total: Money

@@ -191,3 +191,40 @@ def test_the_followers_command_names_what_stopped_where_and_resumes_it(tmp_path)
     after = runner.invoke(cli, ["followers", "--json", "--database", url])
     assert after.exit_code == 0
     assert {r["name"]: r["state"] for r in json.loads(after.stdout)}["fragile"] == "running"
+
+
+def test_health_and_metrics_say_degraded_and_name_the_stopped_follower(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from closedloop.api.app import create_app
+
+    fragile = Fragile(poison="CASE-BAD")
+    engine = Engine.open(f"sqlite:///{tmp_path}/health.db", policy=LoopPolicy(), reactors=[], extra_views=[fragile])
+    try:
+        client = TestClient(create_app(engine, follow_interval=None, auth=False))
+        assert client.get("/health").json()["status"] == "ok"
+        answer = client.post("/events/batch", content=__import__("json").dumps(registered("CASE-1", "CASE-BAD")),
+                             headers={"content-type": "application/cloudevents-batch+json"})
+        # the producer's events are taken whatever a follower makes of them
+        assert answer.status_code == 202 and answer.json()["accepted"] == 2
+        health = client.get("/health")
+        assert health.status_code == 200
+        body = health.json()
+        assert body["status"] == "degraded"
+        [stopped] = body["stopped"]
+        assert (stopped["kind"], stopped["name"], stopped["position"], stopped["failed_position"],
+                stopped["failed_fact"]) == ("view", "fragile", 1, 2, "reg-CASE-BAD")
+        assert "cannot take CASE-BAD" in stopped["error"]
+        from datetime import UTC, datetime, timedelta
+
+        assert abs(datetime.fromisoformat(stopped["failed_at"]) - datetime.now(UTC)) < timedelta(minutes=5)
+        metrics = client.get("/metrics").text
+        assert 'closedloop_follower_failed{kind="view",name="fragile"} 1.0' in metrics
+        assert 'closedloop_follower_failed{kind="view",name="loop"} 0.0' in metrics
+        assert 'closedloop_follower_lag_events{kind="view",name="fragile"} 1.0' in metrics
+        # after a fix and a resume, healthy again
+        fragile.fixed = True
+        engine.resume("fragile")
+        assert client.get("/health").json()["status"] == "ok"
+    finally:
+        engine.close()
