@@ -188,7 +188,9 @@ def status(database_url) -> int:
         print_json({"database": engine.storage.describe(), "log_head": engine.log.head(),
                     "view_lag": engine.projector.lag(), "quarantine_open": engine.quarantine.list()["total"],
                     "loop": leaks_view.summary(engine.storage, engine.clock()),
-                    "dispatch_alarms_open": alarms_view.alarms(engine.storage, engine.clock(), limit=1)["total"]})
+                    "dispatch_alarms_open": alarms_view.alarms(engine.storage, engine.clock(), limit=1)["total"],
+                    "followers_stopped": [f"{f.kind} {f.name} at position {f.failed_position}"
+                                          for f in engine.followers() if f.state == "failed"]})
         return 0
     finally:
         engine.close()
