@@ -86,28 +86,39 @@ def create_app(engine: Engine, follow_interval: float | None = 1.0, auth: bool |
     checkpoint_every = settings.checkpoint_every
     last_checkpoint = [0]
 
+    def checkpoint() -> None:
+        now = engine.clock()
+        if checkpoint_every and now - last_checkpoint[0] >= checkpoint_every:
+            chain.take_checkpoint(engine.storage, now)
+            last_checkpoint[0] = now
+
     def follow() -> None:
         while not stop.wait(follow_interval or 1.0):
             try:
                 engine.catch_up()
                 engine.tick()
-                now = engine.clock()
-                if checkpoint_every and now - last_checkpoint[0] >= checkpoint_every:
-                    chain.take_checkpoint(engine.storage, now)
-                    last_checkpoint[0] = now
+                checkpoint()
             except Exception:  # keep following: the next round retries
                 log.exception("catching up with the log failed")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         thread = None
-        if follow_interval:
+        background = engine.follower
+        if background is not None:
+            # serve mode: the engine's follower already follows the log and ticks; one thread
+            # doing the following, the checkpoint rides on it
+            if follow_interval:
+                background.hooks.append(checkpoint)
+        elif follow_interval:
             thread = threading.Thread(target=follow, name="closedloop-follow", daemon=True)
             thread.start()
         yield
         stop.set()
         if thread:
             thread.join(timeout=5)
+        if background is not None and checkpoint in background.hooks:
+            background.hooks.remove(checkpoint)
 
     app = FastAPI(
         title="closedloop",

@@ -30,6 +30,38 @@ def get_engine(request: Request) -> Engine:
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
+# Every view answer says the log position it reflects; a reader who needs its own write (the
+# `position` a POST answered) passes `min_position` and the answer waits for the views
+POSITION_HEADER = "X-Closedloop-Position"
+MAX_POSITION = 2**62
+MinPosition = Annotated[int | None, Query(
+    ge=0, le=MAX_POSITION,
+    description="Answer only once the views reflect the log up to this position (the `position` a POST "
+    "answered: read your own write). Waits at most CLOSEDLOOP_MIN_POSITION_WAIT (default 5s), then answers 503 "
+    "with `Retry-After`; a position the log has not reached is refused with 422.")]
+
+
+def view_position(request: Request, engine: EngineDep, min_position: MinPosition = None) -> int:
+    """The position the views reflect, for the answer's `X-Closedloop-Position` header; with
+    `min_position`, waits (bounded) until they reflect it."""
+    if min_position is not None:
+        head = engine.log.head()
+        if min_position > head:
+            raise HTTPException(422, f"min_position {min_position} is past the log's head ({head}): no event has "
+                                "been recorded there / min_position 超过日志当前位置，该位置尚无事件")
+        settings = getattr(request.app.state, "settings", None)
+        wait_ms = settings.min_position_wait if settings is not None else 5000
+        if not engine.wait_for(min_position, wait_ms / 1000):
+            retry = max(1, round(wait_ms / 1000))
+            raise HTTPException(
+                503, f"the views have not reached position {min_position} within {wait_ms / 1000:g} s (they reflect "
+                f"{engine.views_position()}); try again after Retry-After seconds, /health says how far behind "
+                f"they are / 视图在 {wait_ms / 1000:g} 秒内未追上位置 {min_position}，请稍后重试", headers={"Retry-After": str(retry)})
+    position = engine.views_position()
+    request.state.view_position = position
+    return position
+
+
 # A moment as the routes take it: an RFC 3339 date-time, its offset optional (none means UTC),
 # or a date (its midnight). Not a number: pydantic would read one as a Unix time.
 MOMENT_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"

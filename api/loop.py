@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from closedloop.app.access import redact
 
@@ -15,11 +15,11 @@ from closedloop.projections import leaks as leaks_view
 from closedloop.domain.facts import iso
 from closedloop.projections.standing import case_standing
 
-from .common import AsOf, EngineDep, KnownAt, Moment, Offset, moment_ms, views_known_at
-from .schemas import (CasePublic, ControlCasesPublic, ControlsPublic, LeaksPublic, LoopSummaryPublic, PublicRoute,
+from .common import AsOf, EngineDep, KnownAt, Moment, Offset, moment_ms, view_position, views_known_at
+from .schemas import (CasePublic, ControlCasesPublic, ControlsPublic, LeaksPublic, LoopSummaryPublic, ViewRoute,
                       errors)
 
-router = APIRouter(route_class=PublicRoute)
+router = APIRouter(route_class=ViewRoute, dependencies=[Depends(view_position)])
 
 
 @router.get("/cases/{case_id}", tags=["loop"], response_model=CasePublic,

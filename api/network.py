@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from closedloop.projections import alarms as alarms_view
 from closedloop.projections import outlets as outlets_view
 from closedloop.projections import stock as stock_view
 
-from .common import AsOf, EngineDep, Offset, moment_ms
+from .common import AsOf, EngineDep, Offset, moment_ms, view_position
 from .schemas import (AlarmsPublic, NetworkRulesPublic, OutletDetailPublic, OutletsPublic, PartRequestsPublic,
-                      PublicRoute, TechnicianDetailPublic, TechniciansPublic, WarehouseDetailPublic,
+                      ViewRoute, TechnicianDetailPublic, TechniciansPublic, WarehouseDetailPublic,
                       WarehousesPublic, errors)
 
-router = APIRouter(tags=["network"], route_class=PublicRoute)
+router = APIRouter(tags=["network"], route_class=ViewRoute, dependencies=[Depends(view_position)])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Id = Annotated[str, Path(min_length=1, max_length=200)]

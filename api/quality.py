@@ -19,13 +19,13 @@ from closedloop.projections import defects
 from closedloop.projections import feedback as feedback_view
 from closedloop.projections import settlement as settlement_view
 
-from .common import AsOf, EngineDep, Moment, Offset, moment_ms
+from .common import AsOf, EngineDep, Moment, Offset, moment_ms, view_position
 from .schemas import (BatchesPublic, DefectCasesPublic, FeedbackItemDetailPublic, FeedbackItemsPublic,
                       FeedbackSummaryPublic, FirstVisitPublic, MonthsInServicePublic, OutletStatementPublic,
-                      ParetoPublic, PartsPublic, PenaltiesPublic, PublicRoute, QualityRulesPublic, RepeatsPublic,
+                      ParetoPublic, PartsPublic, PenaltiesPublic, ViewRoute, QualityRulesPublic, RepeatsPublic,
                       SettlementPublic, csv_too, errors)
 
-router = APIRouter(route_class=PublicRoute)
+router = APIRouter(route_class=ViewRoute, dependencies=[Depends(view_position)])
 
 DAY = 86_400_000
 Format = Annotated[Literal["json", "csv"] | None, Query(description="csv for a spreadsheet; default json "

@@ -13,8 +13,9 @@ Names end in `Public` (the house style for transport schemas); errors have one s
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Coroutine, Literal
 
+from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -26,6 +27,41 @@ class PublicRoute(APIRoute):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["response_model_exclude_unset"] = True
         super().__init__(*args, **kwargs)
+
+
+POSITION_HEADER_DOC = {"X-Closedloop-Position": {
+    "description": "The log position the views reflected when this answer was read (every running view "
+                   "has taken every event up to it); pass it, or a POST's `position`, as `min_position`",
+    "schema": {"type": "integer"}}}
+
+
+class ViewRoute(PublicRoute):
+    """A route that reads the views: its answer carries `X-Closedloop-Position` (set by the
+    `view_position` dependency of its router), and it may answer 503 when `min_position` is not
+    reached in time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        responses = {**(kwargs.get("responses") or {})}
+        status = kwargs.get("status_code") or 200
+        ok = dict(responses.get(status, {}))
+        ok["headers"] = {**ok.get("headers", {}), **POSITION_HEADER_DOC}
+        responses[status] = ok
+        for code, entry in errors(422, 503).items():
+            responses.setdefault(code, entry)
+        kwargs["responses"] = responses
+        super().__init__(*args, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            response = await handler(request)
+            position = getattr(request.state, "view_position", None)
+            if position is not None and response.status_code < 400:
+                response.headers["X-Closedloop-Position"] = str(position)
+            return response
+
+        return route
 
 
 class Public(BaseModel):
@@ -73,11 +109,15 @@ _ERROR_TEXT = {
     415: "The content type is not one this route reads",
     422: "A parameter is not valid (`errors` names each one), or the parameters contradict each other",
     429: "The key is over its rate: `Retry-After` says when to come back",
+    503: "The views did not reach `min_position` in time (CLOSEDLOOP_MIN_POSITION_WAIT): `Retry-After` says "
+         "when to ask again",
 }
 _ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
     405: {"Allow": {"description": "The methods the path answers to", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds until the key may send again", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds until the views are likely to have caught up",
+                          "schema": {"type": "integer"}}},
 }
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from closedloop.app.access import KeyStore
+from closedloop.app.follower import Follower
 from closedloop.reactors import leak_alerts
 from closedloop.contract.events import Rejection, to_cloudevent, validate
 from closedloop.domain.facts import Fact
@@ -100,6 +102,9 @@ class Engine:
         # rejected and quarantined): the structured log, the metrics of each API process
         self.watchers: list[Callable[[str, Appended, Submitted], None]] = [log_submission]
         self._submit_lock = threading.Lock()
+        # serve mode: a thread that follows the log, so that a submission answers once its
+        # events are durable (`follow_in_background`); None: the embedded default
+        self.follower: Follower | None = None
 
     @classmethod
     def open(cls, url: str | None = None, policy: LoopPolicy | None = None, settings: Settings | None = None,
@@ -120,7 +125,8 @@ class Engine:
 
     def submit(self, events: Sequence[Any], channel: str = "api",
                also: Callable[[Tx, Appended], None] | None = None) -> Submitted:
-        """Validate, append and project: the one path every producer's events take.
+        """Validate, append and project: the one path every producer's events take (in serve
+        mode, `follow_in_background`, the projecting is left to the background follower).
 
         `also` runs inside the append's transaction (see `EventLog.append`)."""
         facts: list[Fact] = []
@@ -150,7 +156,10 @@ class Engine:
         out.quarantined = self.quarantine.keep(rejected, channel)
         for watch in self.watchers:
             watch(channel, appended, out)
-        if self.project_on_submit and out.accepted:
+        if self.follower is not None and out.accepted:
+            # serve mode: the events are durable, the answer goes now; the follower takes them
+            self.follower.appended(appended.stored)
+        elif self.project_on_submit and out.accepted:
             # The events are durable: whatever happens to the followers now, the producer is
             # told they were taken. A follower that fails on a fact stops alone (its row in
             # the followers table says where and why); an error of the database itself leaves
@@ -185,6 +194,45 @@ class Engine:
         if decided:
             self.catch_up()
         return decided
+
+    def follow_in_background(self, poll: float = 0.05, tick_every: float = 1.0) -> Follower:
+        """Serve mode: submissions answer once their events are durable, with their positions,
+        and a background thread (`closedloop.app.follower`) brings the reactors and views up
+        within milliseconds; it also ticks every `tick_every` seconds. Readers that need their
+        own write wait for it with `wait_for`. `close` stops the thread."""
+        if self.follower is None:
+            self.follower = Follower(self, poll=poll, tick_every=tick_every)
+        self.project_on_submit = False
+        return self.follower.start()
+
+    def views_position(self) -> int:
+        """The log position every running view reflects (the lowest of them): what a view
+        answer read now is current up to. A view stopped on a failure is left out (`/health`
+        names it); with no view at all, the log's head."""
+        positions = self.projector.positions()
+        running = self.projector.followers.running()
+        names = running or list(positions)
+        if not names:
+            return self.log.head()
+        return min(positions[name] for name in names)
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until every running view reflects `position`;
+        False when they still do not. Woken by each round of the background follower; without
+        one (the views follow inline, or another process keeps them), it looks again every few
+        milliseconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.views_position() >= position:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            follower = self.follower
+            if follower is not None and follower.alive:
+                follower.wait_round(min(left, 0.05))
+            else:
+                time.sleep(min(left, 0.01))
 
     def followers(self) -> list[FollowerStatus]:
         """Every view, reactor and publisher following the log: position, lag, and failure."""
@@ -224,6 +272,8 @@ class Engine:
         return result
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self.storage.close()
 
 

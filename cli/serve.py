@@ -88,15 +88,18 @@ def _server(engine, settings, sock: socket.socket):
 @setting_option("log_format", type=click.Choice(["json", "text"]), unset="json", metavar=None,
                 help="log lines as JSON objects or text")
 @setting_option("log_level", metavar="LEVEL", unset="INFO", help="DEBUG, INFO, WARNING or ERROR")
+@setting_option("follow", type=click.Choice(["background", "inline"]), unset="inline", metavar=None,
+                help="background: a POST answers once its events are durable and a thread brings the views and "
+                "reactors up (read your own write with ?min_position=); inline: once every view is current")
 @option("--no-publish", is_flag=True, help=f"do not run the Kafka publisher even when {variable('kafka_bootstrap')} "
         "is set")
-def serve(database_url, host, port, auto_dispatch, log_format, log_level, no_publish) -> int:
+def serve(database_url, host, port, auto_dispatch, log_format, log_level, follow, no_publish) -> int:
     """Serve the HTTP API, the dashboard (at /), the API docs (at /docs) and the metrics (at
     /metrics); follow events other processes append, and raise alarms as deadlines pass."""
     from closedloop.app import logs
 
     settings = settings_from(database_url=database_url, host=host, port=port, auto_dispatch=auto_dispatch,
-                             log_format=log_format, log_level=log_level)
+                             log_format=log_format, log_level=log_level, follow=follow)
     sock = listen(settings.host, settings.port)
     logs.configure(settings.log_format or "json", settings.log_level or "INFO")
     engine = open_engine(settings, auto_default=True)
@@ -105,6 +108,11 @@ def serve(database_url, host, port, auto_dispatch, log_format, log_level, no_pub
         f"{caught} event(s) brought into the views")
     say(f"closedloop: automatic dispatch {'on' if engine.network.dispatch.auto_dispatch else 'off'}, "
         f"part approval {'on' if engine.network.parts.auto_approve else 'off'}")
+    if settings.follow == "background":
+        # appends answer once durable; one thread follows the log (and ticks, and checkpoints)
+        engine.follow_in_background()
+        say("closedloop: views and reactors follow in the background: a POST answers once its events are "
+            "durable; read your own write with ?min_position=<position>")
     say(f"closedloop: serving on http://{settings.host}:{settings.port} (the dashboard at /, API docs at /docs, "
         "metrics at /metrics)")
     if settings.auth and engine.keys.count() == 0:
