@@ -313,6 +313,11 @@ class Settings(BaseSettings):
         64.0, description="larger request bodies are refused with 413")
     max_batch_events: Positive = Field(50000, description="larger batches are refused with 413")
     checkpoint_every: Duration = Field(HOUR, description="how often serve checkpoints the hash chain; 0: never")
+    follow: Annotated[str, BeforeValidator(_choice("background", "inline"))] = Field(
+        "inline", description="how serve keeps views and reactors: inline (a request answers once every view is "
+        "current) or background (once its events are durable; not yet the default: it falls behind under load)")
+    min_position_wait: Duration = Field(5000, description="how long a view read with min_position waits for "
+                                        "the views to reach it before 503")
     metrics_key: SecretStr | None = Field(None, description="when set, /metrics needs it as a bearer token")
     metrics_source_depth: Positive = Field(2, description="path segments of a source kept in metric labels")
     metrics_max_sources: Positive = Field(500, description="distinct source labels kept before folding")
@@ -335,6 +340,8 @@ class Settings(BaseSettings):
     kafka_alerts_topic: str = Field("closedloop.alerts", description="where loop alerts are published")
     kafka_feedback_prefix: str = Field("closedloop.feedback.", description="prefix of each department's feedback topic")
     kafka_partitions: Positive = Field(3, description="partitions of the topics publish creates")
+    kafka_group: str | None = Field(
+        None, description="consume joins this Kafka consumer group, which shares the partitions out")
     kafka_security_protocol: str | None = Field(None, description="Kafka security protocol, e.g. SASL_SSL")
     kafka_sasl_mechanism: str | None = Field(None, description="Kafka SASL mechanism, e.g. SCRAM-SHA-512")
     kafka_sasl_username: str | None = Field(None, description="Kafka SASL user")
