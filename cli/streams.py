@@ -9,7 +9,8 @@ import time
 import click
 
 from closedloop.cli.common import (Member, Number, bootstrap_option, database_option, open_engine, option,
-                                   partitions_option, print_json, progress, progress_option, say, settings_from)
+                                   partitions_option, print_json, progress, progress_option, say, setting_option,
+                                   settings_from)
 
 DEFAULT_TOPIC = "closedloop.events"
 DEFAULT_DLQ_TOPIC = "closedloop.events.dlq"
@@ -37,8 +38,13 @@ def _lag(settings, topics, command: str) -> int:
 @database_option
 @bootstrap_option
 @option("--topic", "topics", multiple=True, show_default=DEFAULT_TOPIC, help="a topic to read (repeatable)")
+@setting_option("kafka_group", "--group", metavar="NAME", unset="no group: --member",
+                help="join this Kafka consumer group: its members share the partitions, and a member that dies has "
+                "its partitions taken over by the others after the session timeout (goes with --member 1/1)")
+@option("--session-timeout", type=Number(1, whole=False), default=10, metavar="SECONDS",
+        help="with --group: how long the group waits for a silent member before giving its partitions to the others")
 @option("--member", type=Member(), default="1/1", help="k/n: this process takes the partitions p with p % n == k-1 "
-        "(1/1: all)")
+        "(1/1: all); without a group")
 @option("--followers", type=click.Choice(["any", "share", "all"]), default="any",
         help="any: every member keeps every view and reactor current, passing over those another member is "
         "working on at the moment (PostgreSQL), so whoever is free does the next piece; share: member k of n "
@@ -47,32 +53,53 @@ def _lag(settings, topics, command: str) -> int:
 @option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, help="where poison messages go")
 @option("--no-dlq", is_flag=True, help="quarantine poison messages only")
 @option("--batch", type=Number(1), default=10_000, help="messages per transaction at most")
-@option("--until-idle", is_flag=True, help="stop once every partition is read to its end")
+@option("--until-idle", is_flag=True, help="stop once every partition this process holds is read to its end (in a "
+        "group: once the group has given it its share)")
 @option("--status", "show_status", is_flag=True, help="print each partition's position and lag, and exit")
 @progress_option
-def consume(database_url, kafka_bootstrap, topics, member, followers, dlq_topic, no_dlq, batch, until_idle,
-            show_status, no_progress) -> int:
+def consume(database_url, kafka_bootstrap, kafka_group, session_timeout, topics, member, followers, dlq_topic, no_dlq,
+            batch, until_idle, show_status, no_progress) -> int:
     """Append contract events from Kafka topics, exactly once in effect: a message's offset is
     stored in the same transaction as its events; poison messages are quarantined and sent to
-    the dead-letter topic."""
+    the dead-letter topic. Several processes share the partitions as one consumer group
+    (--group) or by a fixed split (--member k/n)."""
     import signal
 
     from closedloop.consumers import kafka as binding
-    from closedloop.consumers.kafka_consumer import KafkaIngest
+    from closedloop.consumers.kafka_consumer import KafkaIngest, parse_group
 
-    settings = settings_from(database_url=database_url, kafka_bootstrap=kafka_bootstrap, no_progress=no_progress)
+    settings = settings_from(database_url=database_url, kafka_bootstrap=kafka_bootstrap, kafka_group=kafka_group,
+                             no_progress=no_progress)
     if show_status:
         return _lag(settings, topics, "consume --status")
+    group = settings.kafka_group
+    if group is not None:
+        try:
+            group = parse_group(group)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        if member != (1, 1):
+            raise click.UsageError(f"--group and --member {member[0]}/{member[1]} together: the group shares the "
+                                   "partitions out itself; use one or the other "
+                                   "/ --group 与 --member 不能同时使用：分区由消费组分配")
+        if followers == "share":
+            raise click.UsageError("--followers share splits the views by --member k/n, which a group has not; "
+                                   "use --followers any or all / 消费组没有 k/n 编号，请用 --followers any 或 all")
     bootstrap = binding.bootstrap_servers(settings.kafka_bootstrap, settings=settings)
     topics = list(topics) or [binding.DEFAULT_TOPIC]
+    from closedloop.app import logs
+
+    # warnings (a batch rolled back for a partition another process moved on) to stderr; at
+    # CLOSEDLOOP_LOG_LEVEL=INFO also the partitions the group gives and takes away
+    logs.configure(settings.log_format or "text", settings.log_level or "WARNING")
     engine = open_engine(settings, share=member if followers == "share" else (1, 1))
     if followers == "any":
         engine.skip_busy()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     ingest = KafkaIngest(engine, bootstrap, topics, member=member, dlq_topic=None if no_dlq else dlq_topic,
-                         batch_size=batch)
-    shown_member = f"{member[0]}/{member[1]}"
+                         batch_size=batch, group=group, session_timeout=session_timeout)
+    shown_member = f"group {group}" if group is not None else f"member {member[0]}/{member[1]}"
     bar = progress(settings, None, f"consume {','.join(topics)} [{shown_member}]")
     shown = [0.0]
 
@@ -84,7 +111,7 @@ def consume(database_url, kafka_bootstrap, topics, member, followers, dlq_topic,
             bar.set_postfix(lag=sum(lag.values()), quarantined=totals.quarantined, refresh=False)
 
     say(f"closedloop consume: {engine.storage.describe()} <- {','.join(bootstrap)} topics {','.join(topics)}, "
-        f"member {shown_member}; keeps views {', '.join(v.name for v in engine.views) or 'none'} and reactors "
+        f"{shown_member}; keeps views {', '.join(v.name for v in engine.views) or 'none'} and reactors "
         f"{', '.join(r.name for r in engine.reactors) or 'none'} current")
     started = time.perf_counter()
     try:

@@ -1,20 +1,26 @@
 """Producers' topics in: v1 contract events from Kafka, appended through the engine.
 
-Exactly-once effect. The consumer does not commit offsets to Kafka: the next offset of each
+Exactly-once effect. The position is not Kafka's committed offset: the next offset of each
 partition lives in `closedloop_kafka_offsets`, written in the same transaction as the
 facts that batch appended and the quarantine entries of its poison messages
 (`Engine.submit_facts(..., also=...)`). A crash anywhere (kill -9 mid-batch) either commits
-the batch with its offsets or neither, and on start the consumer seeks to the stored
-offsets: nothing is lost and nothing is taken twice. (Resends with the same (source, id)
-are no-ops in the log besides.)
+the batch with its offsets or neither, and on start (and whenever partitions are assigned
+to it) the consumer seeks to the stored offsets: nothing is lost and nothing is taken
+twice. (Resends with the same (source, id) are no-ops in the log besides.)
 
-Sharing partitions. Consumer-group joins are slow on some brokers and add nothing here,
-since the position is in the database, not in Kafka: partitions are assigned explicitly,
-and several processes split a topic's partitions statically (`member=(k, n)` takes the
-partitions p with p % n == k - 1). A partition belongs to one process, so the events of a
-case, keyed by case id, are appended in the order they were produced. Should two processes
-be given the same partition by mistake, the stored offset is checked in each transaction:
-the one that is behind rolls back, seeks to the stored offset and carries on.
+Sharing partitions, two ways. With `group=NAME` the processes join a Kafka consumer group
+and the brokers share the partitions out, and hand a dead member's partitions to the others
+once the group's session timeout has passed. Kafka's committed offsets are not what a member
+reads from: when partitions are assigned, each is sought to the offset stored in the
+database (a rebalance listener), and a batch in hand when partitions are taken away is
+dropped, never half-committed. After each database commit the offsets are also committed to
+Kafka, best effort, only so that the group tools show the group's lag. Where group joins
+are slow, `member=(k, n)` splits the partitions statically instead (p % n == k - 1),
+assigned explicitly. Either way a partition belongs to one process at a time, so the
+events of a case, keyed by case id, are appended in the order they were produced. Should
+two processes hold the same partition (given it by mistake, or a member the group has
+given up on that is still running), the stored offset is checked in each transaction: the
+one that is behind rolls back, seeks to the stored offset and carries on.
 
 Poison messages (not JSON, not CloudEvents, unknown type, invalid data, an id reused with
 other content) never stop the consumer: each goes to the quarantine, with the channel
@@ -26,6 +32,8 @@ dead-letter topic twice, never zero times).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,39 +96,72 @@ class Consumed:
     lag: dict[str, int] = field(default_factory=dict)
 
 
+def parse_group(text: str) -> str:
+    """A consumer group's name: what Kafka accepts as a group id, and no blanks around it."""
+    name = text.strip()
+    if not name or name != text or len(name) > 249 or any(c.isspace() or not c.isprintable() for c in name):
+        raise ValueError(f"group {text!r} is not a consumer group name (one word: no spaces, at most 249 "
+                         "characters) / 不是有效的消费组名称 (不含空格，最多 249 个字符)")
+    return name
+
+
 class KafkaIngest:
-    """Reads contract events from topics into one engine, exactly once in effect."""
+    """Reads contract events from topics into one engine, exactly once in effect.
+
+    `group`: join this Kafka consumer group, which shares the topics' partitions among its
+    members (`member` must then be (1, 1)); None: take the partitions `member` names."""
 
     def __init__(self, engine: Engine, bootstrap: Sequence[str], topics: Sequence[str],
                  member: tuple[int, int] = (1, 1), dlq_topic: str | None = binding.DEFAULT_DLQ_TOPIC,
-                 batch_size: int = 10_000, poll_ms: int = 200) -> None:
+                 batch_size: int = 10_000, poll_ms: int = 200, group: str | None = None,
+                 session_timeout: float = 10.0) -> None:
         if not topics:
             raise ValueError("at least one topic to consume")
+        if group is not None:
+            group = parse_group(group)
+            if tuple(member) != (1, 1):
+                raise ValueError(f"a consumer group shares the partitions out itself: group {group!r} "
+                                 f"goes with member 1/1, not {member[0]}/{member[1]} "
+                                 "/ 使用消费组时由 Kafka 分配分区，成员编号只能是 1/1")
         self.engine = engine
         self.bootstrap = list(bootstrap)
         self.topics = list(dict.fromkeys(topics))
         self.member = member
-        self.member_name = f"{member[0]}/{member[1]}"
+        self.group = group
+        self.member_name = f"{member[0]}/{member[1]}" if group is None else group  # a member id once joined
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.poll_ms = poll_ms
         self.totals = Consumed()
         self._positions: dict[Any, int] = {}
         self._assigned: list[Any] = []
+        self._subscribed = False
+        self._joined = False      # holds what the group's last completed rebalance gave it
+        self._rebalances = 0      # assignments given or taken away so far (group)
         create_offsets_table(engine.storage)
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.errors import KafkaTimeoutError as NoBrokersAvailable
 
         options = engine.settings.kafka_client_options()
+        if group is None:
+            client_id = f"closedloop-consume-{self.member_name}"
+            membership: dict[str, Any] = {"group_id": None}
+        else:
+            client_id = f"closedloop-consume-{socket.gethostname()}-{os.getpid()}"
+            session_ms = max(int(session_timeout * 1000), 1000)
+            # heartbeats go from the client's own thread, so a long batch does not look like a
+            # dead member; a member that stops (kill -9) is given up after the session timeout
+            membership = {"group_id": group, "session_timeout_ms": session_ms,
+                          "heartbeat_interval_ms": max(min(3000, session_ms // 3), 100)}
         try:
             self.consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap, client_id=f"closedloop-consume-{self.member_name}",
-                group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                bootstrap_servers=self.bootstrap, client_id=client_id,
+                enable_auto_commit=False, auto_offset_reset="earliest",
                 max_poll_records=batch_size, max_partition_fetch_bytes=8 * 1024 * 1024,
-                fetch_max_bytes=64 * 1024 * 1024, **options,
+                fetch_max_bytes=64 * 1024 * 1024, **membership, **options,
             )
             self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                          client_id=f"closedloop-dlq-{self.member_name}", **options) \
+                                          client_id=client_id.replace("consume", "dlq", 1), **options) \
                 if dlq_topic else None
         except NoBrokersAvailable as exc:
             raise binding.no_brokers(self.bootstrap, exc) from None
@@ -130,9 +171,13 @@ class KafkaIngest:
         """Take this member's share of every topic's partitions, at the stored offsets.
 
         Topics that do not exist yet are waited for up to `wait` seconds (producers or the
-        broker create them); what is still missing then is picked up by a later `assign`."""
+        broker create them); what is still missing then is picked up by a later `assign`.
+        In a group, this subscribes (once): the partitions come with the polls that follow,
+        and the group's leader notices new partitions and topics itself."""
         from kafka import TopicPartition
 
+        if self.group is not None and self._subscribed:
+            return list(self._assigned)
         deadline = time.monotonic() + wait
         k, n = self.member
         while True:
@@ -147,6 +192,10 @@ class KafkaIngest:
             if not missing or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
+        if self.group is not None:
+            self.consumer.subscribe(self.topics, listener=_rebalance_listener(self))
+            self._subscribed = True
+            return []
         if wanted != self._assigned:
             self.consumer.assign(wanted)
             self._assigned = wanted
@@ -164,12 +213,48 @@ class KafkaIngest:
                 self.consumer.seek(tp, at)
                 self._positions[tp] = at
 
+    def _reread(self) -> None:
+        """Forget what was read and not committed: back to the stored offsets of what this
+        process holds now."""
+        held = self.consumer.assignment() or set()
+        self._seek_stored(sorted(held, key=lambda tp: (tp.topic, tp.partition)))
+
+    # The group's rebalance listener calls these, on kafka-python's own thread while this
+    # one waits in `poll` (a rebalance happens only inside a poll, never during `handle`).
+    def _revoked(self, partitions: Any) -> None:
+        self._rebalances += 1
+        self._joined = False  # until the rebalance completes: not "done" with nothing assigned
+        gone = set(partitions)
+        for tp in gone:
+            self._positions.pop(tp, None)
+        self._assigned = [tp for tp in self._assigned if tp not in gone]
+        if gone:
+            log.info("group %s: partitions %s taken away", self.group, _names(gone))
+
+    def _given(self, partitions: Any) -> None:
+        self._rebalances += 1
+        self._assigned = sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
+        # Kafka's committed offsets are not the position: the database's are
+        self._seek_stored(self._assigned)
+        self._joined = True
+        log.info("group %s: partitions %s given to %s", self.group, _names(self._assigned), self._member())
+
+    def _member(self) -> str:
+        """Who moves the stored offsets: k/n, or the group and this member's id in it."""
+        if self.group is None:
+            return self.member_name
+        member_id = self.consumer.group_metadata().member_id
+        self.member_name = f"{self.group}:{member_id}" if member_id else self.group
+        return self.member_name
+
     # --- one batch ---------------------------------------------------------------------------
     def poll_once(self) -> int:
         """Poll once and append what came; returns how many messages were handled."""
         records = self.consumer.poll(timeout_ms=self.poll_ms, max_records=self.batch_size)
         if not records:
             return 0
+        # (what the first poll brings is from after any rebalance it went through)
+        rebalances = self._rebalances
         # one transaction per fetch is mostly overhead (commit, fsync, a view pass): take
         # what else the fetches have already brought, up to the batch size
         n = sum(len(m) for m in records.values())
@@ -180,6 +265,14 @@ class KafkaIngest:
             for tp, messages in more.items():
                 records.setdefault(tp, []).extend(messages)
                 n += len(messages)
+        if self._rebalances != rebalances:
+            # The group took partitions away (or gave others) while this batch was gathered:
+            # it is dropped whole, nothing of it committed, and everything held is read again
+            # from the stored offsets.
+            log.info("group %s rebalanced while a batch of %d was read: dropped, reading again from the "
+                     "stored offsets", self.group, n)
+            self._reread()
+            return 0
         return self.handle(records)
 
     def handle(self, records: dict[Any, list[Any]]) -> int:
@@ -197,9 +290,10 @@ class KafkaIngest:
         expected = {tp: self._positions.get(tp, -1) for tp in records}
         moved = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
         dead: list[tuple[Rejection, Any, Any, int]] = []
+        member = self._member()
 
         def also(tx: Tx, appended: Appended) -> None:
-            self._advance(tx, expected, moved)
+            self._advance(tx, expected, moved, member)
             bad = list(poison)
             # An id reused with other content is poison too; kept here, in this transaction,
             # rather than by submit afterwards, so the offset never passes it unrecorded.
@@ -221,9 +315,11 @@ class KafkaIngest:
             result = self.engine.submit_facts(facts, [], channel=f"kafka:{','.join(self.topics)}", also=also)
         except StalePartitionError as exc:
             log.warning("%s; seeking to the stored offsets", exc)
-            self._seek_stored(self._assigned)
+            self._reread()
             return 0
         self._positions.update(moved)
+        if self.group is not None:
+            self._commit_to_kafka(moved)
         n = sum(len(m) for m in records.values())
         t = self.totals
         t.messages += n
@@ -234,24 +330,41 @@ class KafkaIngest:
         t.dead_lettered += len(dead) if self.producer else 0
         return n
 
-    def _advance(self, tx: Tx, expected: dict[Any, int], moved: dict[Any, int]) -> None:
+    def _advance(self, tx: Tx, expected: dict[Any, int], moved: dict[Any, int], member: str) -> None:
         stamp = now_ms()
+        q = tx.q
         for tp, to in moved.items():
             was = expected[tp]
             if was < 0:
-                row = tx.one(f"SELECT next_offset FROM {OFFSETS_TABLE} WHERE topic = {tx.q} AND part = {tx.q}",
-                             [tp.topic, tp.partition])
-                if row is not None:
-                    raise StalePartitionError(f"{tp.topic}/{tp.partition} was started by another consumer")
+                # first batch of a partition: the row must not exist yet (another process that
+                # started the partition at the same moment makes this one roll back)
                 tx.execute(f"INSERT INTO {OFFSETS_TABLE} (topic, part, next_offset, member, updated) "
-                           f"VALUES ({tx.marks(5)})", [tp.topic, tp.partition, to, self.member_name, stamp])
+                           f"VALUES ({tx.marks(5)}) ON CONFLICT (topic, part) DO NOTHING",
+                           [tp.topic, tp.partition, to, member, stamp])
+                if tx.rowcount() != 1:
+                    raise StalePartitionError(f"{tp.topic}/{tp.partition} was started by another consumer")
                 continue
-            q = tx.q
             tx.execute(f"UPDATE {OFFSETS_TABLE} SET next_offset = {q}, member = {q}, updated = {q} "
                        f"WHERE topic = {q} AND part = {q} AND next_offset = {q}",
-                       [to, self.member_name, stamp, tp.topic, tp.partition, was])
+                       [to, member, stamp, tp.topic, tp.partition, was])
             if tx.rowcount() != 1:
                 raise StalePartitionError(f"{tp.topic}/{tp.partition} was moved on by another consumer")
+
+    def _commit_to_kafka(self, moved: dict[Any, int]) -> None:
+        """The group's committed offsets follow the stored ones, for the group tools' lag only:
+        best effort, never read back (a rebalance in between makes it fail, harmlessly)."""
+        from kafka import OffsetAndMetadata
+
+        def done(offsets: Any, answer: Any) -> None:
+            if isinstance(answer, Exception):
+                log.debug("group %s: offsets not committed to Kafka (%s); the database has them",
+                          self.group, answer)
+
+        try:
+            self.consumer.commit_async({tp: OffsetAndMetadata(to, "", -1) for tp, to in moved.items()},
+                                       callback=done)
+        except Exception as exc:  # noqa: BLE001 - the database holds the position; this is a courtesy
+            log.debug("group %s: offsets not committed to Kafka (%s)", self.group, exc)
 
     def _dead_letter(self, dead: list[tuple[Rejection, Any, Any, int]]) -> None:
         if not self.producer or not dead:
@@ -295,8 +408,9 @@ class KafkaIngest:
     def run(self, stop: threading.Event | None = None, until_idle: bool = False,
             progress: Callable[[int, Consumed], None] | None = None, refresh: float = 10.0,
             wait_for_topics: float = 30.0) -> Consumed:
-        """Consume until `stop` is set (or, with `until_idle`, until every partition is read
-        to its end); new partitions and topics are picked up every `refresh` seconds."""
+        """Consume until `stop` is set (or, with `until_idle`, until every partition held is
+        read to its end: in a group, once the group has given this member its share);
+        new partitions and topics are picked up every `refresh` seconds."""
         stop = stop or threading.Event()
         # A predecessor killed between its append and its views' update left facts in the
         # log that the views have not seen: bring them in before reading more.
@@ -319,7 +433,8 @@ class KafkaIngest:
                 self.engine.catch_up()
                 # `highwater` is only known once a fetch has answered: a few empty polls
                 # in a row with every partition read to it means there is nothing left.
-                if until_idle and idle_polls >= 3 and (self.caught_up() or not self._assigned):
+                joined = self.group is None or self._joined
+                if until_idle and joined and idle_polls >= 3 and (self.caught_up() or not self._assigned):
                     break
             if time.monotonic() - last_refresh > refresh:
                 self.assign()
@@ -327,9 +442,33 @@ class KafkaIngest:
         return self.totals
 
     def close(self) -> None:
+        # in a group, closing leaves it: the others take this member's partitions at once
         self.consumer.close(autocommit=False)
         if self.producer:
             self.producer.close(timeout=10)
+
+
+def _names(partitions: Any) -> str:
+    ordered = sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in ordered) or "none"
+
+
+def _rebalance_listener(ingest: KafkaIngest) -> Any:
+    """kafka-python's listener, handing the group's decisions to `ingest`."""
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            ingest._revoked(revoked)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            ingest._given(assigned)
+
+        def on_partitions_lost(self, lost: Any) -> None:
+            # the group gave up on this member: the batch in hand (if any) is dropped the same way
+            ingest._revoked(lost)
+
+    return Listener()
 
 
 # --- lag, for the CLI and the API ---------------------------------------------------------------
