@@ -30,7 +30,8 @@ def scratch_views(log: EventLog, policy: LoopPolicy, at: int | None = None, know
     try:
         chosen = list(views) if views is not None else [LoopView(policy)]
         for view in chosen:
-            scratch.create(view.create_statements())
+            # with the indexes its folding needs that came after its tables (`ensure_statements`)
+            scratch.create([*view.create_statements(), *getattr(view, "ensure_statements", lambda: [])()])
         for facts in log.follow(0, batch):
             kept = [f for f in facts
                     if (at is None or f.time_ms <= at) and (known_at is None or (f.recorded_ms or 0) <= known_at)]

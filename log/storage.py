@@ -11,6 +11,7 @@ The few statements on the library's table that closedloop writes itself each say
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import time
@@ -24,6 +25,8 @@ from uuid import uuid4
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.persistence import OperationalError as EsOperationalError
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+
+_log = logging.getLogger("closedloop.storage")
 
 EVENTS_TABLE = "closedloop_events"
 DEFAULT_URL = "sqlite:///data/closedloop.db"
@@ -224,6 +227,11 @@ class Storage(Params):
     def compact(self) -> None:
         """Fold write-ahead logs into the database before a long read (SQLite only)."""
 
+    def refresh_statistics(self, tables: Sequence[str] | None = None) -> None:  # pragma: no cover
+        """Let the planner count `tables` again (None: every table of the store), as after a
+        rebuild filled them: without it, it plans on guesses made when they were empty."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         parsed = urlparse(self.url)
         if parsed.password:
@@ -305,6 +313,7 @@ class SQLiteStorage(Storage):
             raise ConfigurationError("CLOSEDLOOP_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
         # the pool's connections this store has set its pragmas on (see `_connection`)
         self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._wrote = False  # whether to leave the planner fresh statistics at `close`
         self.recorder = SQLiteApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
         # Processes opening a new file at the same moment: switching it to WAL takes a lock that
         # does not wait, so the one that loses waits a moment and tries again.
@@ -332,6 +341,7 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def writing(self, append: bool = False) -> Iterator[Tx]:
+        self._wrote = True
         with self._connection(commit=True) as conn:
             cur = conn.cursor()
             try:
@@ -383,8 +393,35 @@ class SQLiteStorage(Storage):
         with self._connection(commit=True) as conn, conn.cursor() as c:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def refresh_statistics(self, tables: Sequence[str] | None = None) -> None:
+        # ANALYZE reads each table's indexes whole (sqlite_stat1): after a rebuild, once
+        with self.writing() as tx:
+            for table in (["main"] if tables is None else [f"main.{t}" for t in tables]):
+                tx.execute(f"ANALYZE {table}")
+            tx.execute("PRAGMA optimize")
+
     def close(self) -> None:
+        if self._wrote and not self.memory:
+            self._optimize()
         self.datastore.close()
+
+    def _optimize(self) -> None:
+        """SQLite's advice for a connection that wrote, before it closes: `PRAGMA optimize`
+        counts again the tables whose statistics are missing or stale, reading at most a few
+        hundred rows of each index (analysis_limit). Never more than a moment: a database
+        another process is writing is left as it is."""
+        try:
+            with self._connection(commit=True) as conn, conn.cursor() as c:
+                c.execute("PRAGMA busy_timeout")
+                waits = c.fetchone()[0]
+                c.execute("PRAGMA busy_timeout=200")
+                try:
+                    c.execute("PRAGMA analysis_limit=400")
+                    c.execute("PRAGMA optimize")
+                finally:
+                    c.execute(f"PRAGMA busy_timeout={int(waits)}")
+        except (sqlite3.Error, EsOperationalError):
+            pass
 
 
 class PostgresStorage(Storage):
@@ -427,8 +464,18 @@ class PostgresStorage(Storage):
                                             lock_timeout=30)
                 self.recorder = PostgresApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
                 self.recorder.create_table()
+                # With autovacuum off (as some servers run) nothing counts the tables for the
+                # planner: with no statistics a lookup of a batch's 400 keys by a column that is
+                # not unique is planned as a read of the whole table (the log's own, for the
+                # streams' versions, at every append). Then the store counts them itself each time
+                # the log has doubled since it last did (`_analyze_at`, None: autovacuum does).
+                autovacuum = conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+                counted = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                                       [f'"{schema}".{EVENTS_TABLE}']).fetchone()
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [self._ddl_key])
+        self._analyze_at: int | None = None if autovacuum else _next_analysis(counted[0] if counted else -1)
+        self._analyze_due = False
         # Appends are ordered by a table lock, as the library's recorder orders its own: positions
         # are handed out in commit order, so a follower never skips a gap that a slower
         # transaction fills in later (EXCLUSIVE does not block readers). A waiter gives up after
@@ -447,6 +494,14 @@ class PostgresStorage(Storage):
             if append:
                 self.lock_for_append(tx)
             yield tx
+        if self._analyze_due:  # committed an append that doubled the log: see `__init__`
+            self._analyze_due = False
+            try:
+                self.refresh_statistics()
+            except Exception:  # noqa: BLE001 - the append stands; the counting waits for the next doubling
+                _log.warning("could not refresh the planner's statistics / 无法更新查询规划器的统计信息",
+                             exc_info=True)
+                self._analyze_at = 2 * (self._analyze_at or 1000)
 
     def lock_for_append(self, tx: Tx) -> None:
         # The append lock (see `_lock_statements`) is taken as late as possible (just before
@@ -463,6 +518,23 @@ class PostgresStorage(Storage):
         with self.datastore.transaction(commit=False) as cur:
             yield Tx(cur, pg=True)
 
+    def refresh_statistics(self, tables: Sequence[str] | None = None) -> None:
+        # autovacuum, when on, gets to them only after enough rows changed and a nap between
+        # rounds: until then the first batches after a rebuild were planned on empty tables.
+        # One transaction per table: ANALYZE holds its lock to the commit, and the log's (which
+        # appends lock) is held only while the log is counted.
+        if tables is None:
+            with self.reading() as tx:
+                tables = [r["tablename"] for r in tx.all(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
+        for table in tables:
+            with self.datastore.transaction(commit=True) as cur:
+                cur.execute(f"ANALYZE {table}")
+        if self._analyze_at is not None and EVENTS_TABLE in tables:
+            with self.reading() as tx:
+                row = tx.one("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", [EVENTS_TABLE])
+            self._analyze_at = _next_analysis(row["reltuples"] if row else -1)
+
     def insert_stored(self, tx: Tx, stored: Sequence[StoredEvent]) -> list[int]:
         if not stored:
             return []
@@ -474,10 +546,18 @@ class PostgresStorage(Storage):
         # a fifteenth of that.
         rows = tx.all(_PG_INSERT_EVENTS, [[e.originator_id for e in stored], [e.originator_version for e in stored],
                                           [e.topic for e in stored], [e.state for e in stored]])
+        if self._analyze_at is not None and rows[-1]["notification_id"] >= self._analyze_at:
+            self._analyze_due = True  # counted once this append commits (`writing`)
         return [row["notification_id"] for row in rows]
 
     def close(self) -> None:
         self.datastore.close()
+
+
+def _next_analysis(counted: float) -> int:
+    """The log's size at which to count the tables again: double what was counted last time
+    (-1: never counted, as a new store)."""
+    return max(1000, 2 * int(counted))
 
 
 _PG_INSERT_EVENTS = (f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "

@@ -169,9 +169,14 @@ class _Batch:
                     call_ids.add(f.data["call_id"])
         self._load_calls(call_ids)
         self._load_feedback(fb_ids)
+        # Cases registered from these calls. Only the call id in the WHERE, so that both databases
+        # take the call-id index: with `kind = 'case'` beside it, SQLite (no statistics) took the
+        # (kind, registered) index and read every case's row, its whole file included, each batch.
+        # An item of the call itself (kind 'call') comes back too and is skipped here.
         for among, params in self._chunks("call_id", call_ids):
-            for row in self.tx.all(f"SELECT case_id, call_id FROM {ITEMS} WHERE kind = 'case' AND {among}", params):
-                self.waiting.setdefault(row["call_id"], row["case_id"])
+            for row in self.tx.all(f"SELECT case_id, call_id, kind FROM {ITEMS} WHERE {among}", params):
+                if row["kind"] == "case":
+                    self.waiting.setdefault(row["call_id"], row["case_id"])
         case_ids |= {c.case_id for c in self.calls.values() if c and c.case_id}
         case_ids |= {fb[0] for fb in self.feedback.values() if fb and fb[0]}
         self._load_files(case_ids)
@@ -344,10 +349,12 @@ class _Batch:
             totals.before(stale_items, case_ids)
         if newly_registered:
             tx.execute(f"UPDATE {COUNTS} SET n = n + {tx.q} WHERE name = 'registered_cases'", [newly_registered])
+        # `stale_items` are "call:" and "feedback:" keys, never a case's: the item key alone (its
+        # primary key) says which rows go; `AND kind = 'call'` made SQLite take the kind index
         for chunk in _chunked(stale_items):
             among, params = tx.in_list("item", chunk)
             tx.execute(f"DELETE FROM {SPANS} WHERE {among}", params)
-            tx.execute(f"DELETE FROM {ITEMS} WHERE {among} AND kind = 'call'", params)
+            tx.execute(f"DELETE FROM {ITEMS} WHERE {among}", params)
         # a case first seen in this batch has no spans to replace
         for chunk in _chunked([c for c in case_ids if c in self.stored_cases]):
             among, params = tx.in_list("case_id", chunk)

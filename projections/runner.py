@@ -56,6 +56,7 @@ class Projector:
         with self.storage.writing() as tx:
             self.storage.lock_ddl(tx)
             if self.followers.fingerprint(tx, view.name) == view.fingerprint():
+                _ensure(view, tx, self.storage)  # indexes added since it was made, no rebuild
                 _settle(view, tx)  # a rebuild cut off before its end left upkeep undone
                 return
             # New, or built by other rules: start it again from the beginning of the log.
@@ -66,6 +67,7 @@ class Projector:
             tx.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in view.create_statements():
             tx.execute(self.storage.ddl(statement))
+        _ensure(view, tx, self.storage)  # its folding needs them, a rebuild too
         if not defer_indexes:
             for statement in _index_statements(view):
                 tx.execute(self.storage.ddl(statement))
@@ -163,6 +165,8 @@ class Projector:
                 for statement in _index_statements(view):
                     tx.execute(self.storage.ddl(statement))
                 _settle(view, tx)
+        # the planner's statistics were of empty tables: count them again, now that they are full
+        self.storage.refresh_statistics([table for view in self.views for table in view.tables()])
         return n
 
 
@@ -184,6 +188,13 @@ def _settle(view: View, tx: Tx) -> None:
     settle = getattr(view, "settle", None)
     if settle is not None:
         settle(tx)
+
+
+def _ensure(view: View, tx: Tx, storage: Storage) -> None:
+    """A view's statements safe to run again (CREATE INDEX IF NOT EXISTS), optional: what a
+    later version added that changes none of its rows, so an existing view needs no rebuild."""
+    for statement in getattr(view, "ensure_statements", lambda: [])():
+        tx.execute(storage.ddl(statement))
 
 
 def _index_statements(view: View) -> list[str]:

@@ -90,8 +90,9 @@ class LeakAlerts:
 
     def _refresh(self, tx: Tx, items: list[str]) -> None:
         among, params = tx.in_list("item", items)
+        # by item alone (the primary key): `AND alerted = 1` took the (alerted, due) index, every alert ever
         alerted = {(r["item"], r["stage"], r["due"]) for r in tx.all(
-            f"SELECT item, stage, due FROM {WATCH} WHERE {among} AND alerted = 1", params)}
+            f"SELECT item, stage, due, alerted FROM {WATCH} WHERE {among}", params) if r["alerted"] == 1}
         open_now = tx.all(
             f"SELECT item, stage, due, owner, case_id, call_id, outlet_id, region FROM {SPANS} "
             f"WHERE {among} AND closed IS NULL", params)

@@ -70,12 +70,16 @@ class Reactions:
         head = self.log.head()
         with storage.writing() as tx:
             storage.lock_ddl(tx)
+            # indexes a later version added (CREATE INDEX IF NOT EXISTS), made with no rebuild
+            ensure = [storage.ddl(s) for s in getattr(reactor, "ensure_statements", lambda: [])()]
             if self.followers.fingerprint(tx, reactor.name) == reactor.fingerprint():
+                for statement in ensure:
+                    tx.execute(statement)
                 return
             for table in reactor.tables():
                 tx.execute(f"DROP TABLE IF EXISTS {table}")
-            for statement in reactor.create_statements():
-                tx.execute(storage.ddl(statement))
+            for statement in [*map(storage.ddl, reactor.create_statements()), *ensure]:
+                tx.execute(statement)
             # What the log holds now was decided already: fold it, decide nothing again.
             self.followers.reset(tx, reactor.name, reactor.fingerprint(), quiet_until=head)
 
