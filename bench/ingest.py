@@ -6,9 +6,9 @@
    version), one transaction per batch, same journal and sync settings.
 3. The engine end to end: `closedloop serve` in its own process; this process POSTs the
    events to /events/batch (application/cloudevents-batch+json) over loopback. Each request
-   returns once its events are durable in the log (serve's background follower brings the
-   views up; CLOSEDLOOP_FOLLOW=inline: once every view is current); the run ends when every
-   view is current.
+   returns once every view is current (serve's default, CLOSEDLOOP_FOLLOW=inline), or once
+   its events are durable (CLOSEDLOOP_FOLLOW=background, its follower bringing the views up
+   behind); the rate is taken until every view and reactor is current.
 4. Replay: every view dropped and rebuilt from the log.
 
 Prints events/s for each, the ratio to the raw baseline, and batch latency percentiles.
@@ -155,8 +155,8 @@ def engine_over_http(batches: list[bytes], url: str, synchronous: str,
                 print(f"\r  engine: {accepted:,} events recorded", end="", file=sys.stderr, flush=True)
         took = time.perf_counter() - started
         print(file=sys.stderr)
-        # serve follows in the background by default: the answers came once the events were
-        # durable; wait until every view is current, and say how long after the last answer
+        # with CLOSEDLOOP_FOLLOW=background the answers came once the events were durable: wait
+        # until every view and reactor is current, and say how long after the last answer
         for _ in range(6000):
             health = json.loads(urllib.request.urlopen(urllib.request.Request(
                 f"http://127.0.0.1:{port}/health", headers={"authorization": f"Bearer {operator}"})).read())
@@ -164,9 +164,10 @@ def engine_over_http(batches: list[bytes], url: str, synchronous: str,
                 break
             time.sleep(0.02)
         assert set(health["view_lag"].values()) == {0}, health
-        print(f"  views and reactors current {time.perf_counter() - started - took:.2f} s after the last answer",
-              file=sys.stderr)
-        return accepted / took, latencies, accepted
+        current = time.perf_counter() - started
+        print(f"  answers at {accepted / took:,.0f} events/s; views and reactors current "
+              f"{current - took:.2f} s after the last answer", file=sys.stderr)
+        return accepted / current, latencies, accepted
     finally:
         server.terminate()
         server.wait(timeout=30)
