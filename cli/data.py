@@ -15,7 +15,7 @@ import orjson
 
 from closedloop.cli.common import (Group, Moment, Number, Period, bootstrap_option, database_option, open_engine,
                                    option, partitions_option, print_json, progress, progress_option,
-                                   say, setting_option, settings_from, worker_count,
+                                   require_database, say, setting_option, settings_from, worker_count,
                                    workload_options)
 from closedloop.domain.facts import iso, to_ms
 
@@ -179,21 +179,32 @@ def _generate_to_kafka(settings, spec, topic: str, mode: str, output: str | None
 def status(database_url) -> int:
     """The log's head, each view's lag, the open quarantine, the loop now and the open
     dispatch alarms, as JSON."""
+    from closedloop.log.eventlog import EventLog, now_ms
+    from closedloop.log.followers import status as followers_status
+    from closedloop.log.quarantine import Quarantine
+    from closedloop.log.storage import open_storage
     from closedloop.projections import alarms as alarms_view
     from closedloop.projections import leaks as leaks_view
 
     settings = settings_from(database_url=database_url)
-    engine = open_engine(settings, must_exist="status")
+    require_database(settings, "status")
+    # the storage alone, not an engine: making one prepares the views, and would rebuild those
+    # whose rules changed — which a command that only reads must not do
+    storage = open_storage(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
-        print_json({"database": engine.storage.describe(), "log_head": engine.log.head(),
-                    "view_lag": engine.projector.lag(), "quarantine_open": engine.quarantine.list()["total"],
-                    "loop": leaks_view.summary(engine.storage, engine.clock()),
-                    "dispatch_alarms_open": alarms_view.alarms(engine.storage, engine.clock(), limit=1)["total"],
+        head = EventLog(storage, recent_size=0).head()
+        followers = followers_status(storage, head)
+        now = now_ms()
+        print_json({"database": storage.describe(), "log_head": head,
+                    "view_lag": {f.name: f.lag for f in followers if f.kind == "view"},
+                    "quarantine_open": Quarantine(storage).list()["total"],
+                    "loop": leaks_view.summary(storage, now),
+                    "dispatch_alarms_open": alarms_view.alarms(storage, now, limit=1)["total"],
                     "followers_stopped": [f"{f.kind} {f.name} at position {f.failed_position}"
-                                          for f in engine.followers() if f.state == "failed"]})
+                                          for f in followers if f.state == "failed"]})
         return 0
     finally:
-        engine.close()
+        storage.close()
 
 
 @click.command(short_help="the settlement of the outlets for a period (one outlet's lines with --outlet)")

@@ -425,3 +425,28 @@ def test_statement_prints_the_settlement_of_a_period_and_one_outlets_lines_as_cs
     assert sum(1 for line in lines[1:] if ",service," in line) == busiest["services"]
     bad = run(["statement", "--period", "October"], tmp_path, CLOSEDLOOP_DATABASE_URL=url)
     assert bad.returncode == 2 and "not a period" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_status_only_reads_even_when_a_views_rules_changed(tmp_path: Path):
+    from closedloop.app.engine import Engine
+    from closedloop.log.followers import FOLLOWERS_TABLE
+
+    from conftest import event, registration
+
+    url = f"sqlite:///{tmp_path}/status.db"
+    engine = Engine.open(url)
+    engine.submit([event("case.registered", f"CASE-{i}", "2026-10-30T08:10:00Z", registration(f"CALL-{i}"))
+                   for i in (1, 2)])
+    engine.close()
+    # given a loop view built by other rules (as after an upgrade): the next engine would rebuild it
+    with closing(sqlite3.connect(f"{tmp_path}/status.db")) as db, db:
+        db.execute(f"UPDATE {FOLLOWERS_TABLE} SET fingerprint = 'older rules' WHERE kind = 'view' AND name = 'loop'")
+    # when the operator asks for the status
+    done = invoke(["status", "--database", url])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["loop"]["cases"] == 2
+    # then nothing was rebuilt or rewritten: the view keeps its rows and its recorded rules
+    with closing(sqlite3.connect(f"{tmp_path}/status.db")) as db:
+        assert db.execute(f"SELECT fingerprint FROM {FOLLOWERS_TABLE} WHERE kind = 'view' AND name = 'loop'"
+                          ).fetchone() == ("older rules",)
+        assert db.execute("SELECT COUNT(*) FROM loop_items WHERE kind = 'case'").fetchone() == (2,)
