@@ -240,6 +240,15 @@ def open_engine(settings: Settings, *, auto_default: bool = False, share: tuple[
     return Engine.open(settings.database_url, settings=settings, network=network, share=share)
 
 
+def open_read_storage(settings: Settings, command: str):
+    """The storage alone, for a command that only reads: it must exist, and no engine is made
+    (making one prepares the views and would rebuild those whose rules changed)."""
+    from closedloop.log.storage import open_storage
+
+    require_database(settings, command)
+    return open_storage(settings.database_url, synchronous=settings.sqlite_synchronous)
+
+
 def worker_count(settings: Settings) -> int:
     """Processes folding views at once: the setting, else one per core."""
     return max(1, settings.replay_workers or os.cpu_count() or 1)

@@ -14,7 +14,7 @@ import click
 import orjson
 
 from closedloop.cli.common import (Group, Moment, Number, Period, bootstrap_option, database_option, open_engine,
-                                   option, partitions_option, print_json, progress, progress_option,
+                                   open_read_storage, option, partitions_option, print_json, progress, progress_option,
                                    require_database, say, setting_option, settings_from, worker_count,
                                    workload_options)
 from closedloop.domain.facts import iso, to_ms
@@ -222,10 +222,12 @@ def statement(period, outlet, as_of, as_csv, database_url) -> int:
 
     settings = settings_from(database_url=database_url)
     start, end = period_range(period)
-    engine = open_engine(settings, must_exist="statement")
+    from closedloop.log.eventlog import now_ms
+
+    storage = open_read_storage(settings, "statement")
     try:
-        at = to_ms(as_of) if as_of else engine.clock()
-        out = statements(engine.storage, engine.quality, start, end, at, outlet)
+        at = to_ms(as_of) if as_of else now_ms()
+        out = statements(storage, settings.quality_policy(), start, end, at, outlet)
         if as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(["outlet_id", "case_id", "kind", "job", "done", "reviewed", "price", "penalties", "net",
@@ -245,7 +247,7 @@ def statement(period, outlet, as_of, as_csv, database_url) -> int:
         print_json(out)
         return 0
     finally:
-        engine.close()
+        storage.close()
 
 
 # --- the hash chain -----------------------------------------------------------------------------
@@ -258,16 +260,17 @@ def verify(database_url, checkpoints, no_progress) -> int:
     """Walk the log against its hash chain (and checkpoints exported earlier); exits 3 naming
     the first altered, removed, inserted or moved event."""
     from closedloop.log import chain
+    from closedloop.log.eventlog import EventLog
 
     settings = settings_from(database_url=database_url, no_progress=no_progress)
-    engine = open_engine(settings, must_exist="verify")
+    storage = open_read_storage(settings, "verify")
     try:
         against = []
         for path in checkpoints:
             loaded = json.loads(Path(path).read_text())
             against += loaded if isinstance(loaded, list) else [loaded]
-        bar = progress(settings, engine.log.head(), "verify")
-        verdict = chain.verify(engine.storage, bar.update, against=against)
+        bar = progress(settings, EventLog(storage, recent_size=0).head(), "verify")
+        verdict = chain.verify(storage, bar.update, against=against)
         bar.close()
         print_json(verdict.to_json())
         if verdict.ok:
@@ -277,7 +280,7 @@ def verify(database_url, checkpoints, no_progress) -> int:
         say(f"TAMPERING DETECTED: {verdict.problem}")
         return 3
     finally:
-        engine.close()
+        storage.close()
 
 
 @click.command(short_help="record the chain's tip (position, hash, time)")
@@ -343,12 +346,14 @@ def keys_add(ctx, name, role, sources, rate, database_url) -> int:
 @click.pass_context
 def keys_list(ctx, database_url) -> int:
     """Every key: name, role, sources, rate, when made and revoked."""
-    engine = open_engine(_keys_settings(ctx, database_url), must_exist="keys list")
+    from closedloop.app.access import KeyStore
+
+    storage = open_read_storage(_keys_settings(ctx, database_url), "keys list")
     try:
-        print_json([dict(k, created=iso(k["created"]), revoked=iso(k["revoked"])) for k in engine.keys.list()])
+        print_json([dict(k, created=iso(k["created"]), revoked=iso(k["revoked"])) for k in KeyStore(storage).list()])
         return 0
     finally:
-        engine.close()
+        storage.close()
 
 
 @keys.command("revoke", short_help="revoke a key by name")
