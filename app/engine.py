@@ -236,7 +236,7 @@ class Engine:
 
     def followers(self) -> list[FollowerStatus]:
         """Every view, reactor and publisher following the log: position, lag, and failure."""
-        return followers_status(self.storage, self.log.head())
+        return followers_status(self.storage, self.log.head)
 
     def resume(self, name: str, kind: str | None = None) -> int:
         """Let a follower stopped on a failure try again from where it stopped (after a fix);

@@ -315,7 +315,8 @@ class Settings(BaseSettings):
     checkpoint_every: Duration = Field(HOUR, description="how often serve checkpoints the hash chain; 0: never")
     follow: Annotated[str, BeforeValidator(_choice("background", "inline"))] = Field(
         "inline", description="how serve keeps views and reactors: inline (a request answers once every view is "
-        "current) or background (once its events are durable; not yet the default: it falls behind under load)")
+        "current) or background (once its events are durable; not yet the default: it falls behind under load, and "
+        "some reactors then decide differently)")
     min_position_wait: Duration = Field(5000, description="how long a view read with min_position waits for "
                                         "the views to reach it before 503")
     metrics_key: SecretStr | None = Field(None, description="when set, /metrics needs it as a bearer token")

@@ -192,8 +192,10 @@ def status(database_url) -> int:
     # whose rules changed — which a command that only reads must not do
     storage = open_storage(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
-        head = EventLog(storage, recent_size=0).head()
-        followers = followers_status(storage, head)
+        heads: list[int] = []
+        log = EventLog(storage, recent_size=0)
+        followers = followers_status(storage, lambda: heads.append(log.head()) or heads[-1])
+        head = heads[-1]
         now = now_ms()
         print_json({"database": storage.describe(), "log_head": head,
                     "view_lag": {f.name: f.lag for f in followers if f.kind == "view"},

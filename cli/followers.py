@@ -44,7 +44,7 @@ def followers(ctx: click.Context, database_url, as_json) -> int | None:
     settings = settings_from(database_url=database_url)
     storage = _open_storage(settings, "followers")
     try:
-        rows = status(storage, EventLog(storage, recent_size=0).head())
+        rows = status(storage, EventLog(storage, recent_size=0).head)
     finally:
         storage.close()
     if as_json:

@@ -235,13 +235,18 @@ def take(tx: Tx, facts: Sequence[Fact], work: Callable[[Sequence[Fact]], T],
     return results, last, None
 
 
-def status(storage: Storage, head: int) -> list[FollowerStatus]:
-    """Every follower on record, with its lag behind the log's head."""
+def status(storage: Storage, head: Callable[[], int]) -> list[FollowerStatus]:
+    """Every follower on record, with its lag behind the log's head.
+
+    The head is read after the positions: read before, a follower that moved on meanwhile
+    (its own decisions appended) would look current while the decisions wait for the others,
+    and "every lag 0" would be said before the work is done."""
     ensure_table(storage)
     with storage.reading() as tx:
         rows = tx.all(f"SELECT kind, name, position, error, failed_position, failed_fact, failed_at "
                       f"FROM {FOLLOWERS_TABLE} ORDER BY kind, name")
-    return [FollowerStatus(r["kind"], r["name"], r["position"], max(0, head - r["position"]),
+    at = head()
+    return [FollowerStatus(r["kind"], r["name"], r["position"], max(0, at - r["position"]),
                            "failed" if r["error"] is not None else "running", r["error"], r["failed_position"],
                            r["failed_fact"], r["failed_at"]) for r in rows]
 

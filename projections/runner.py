@@ -77,8 +77,9 @@ class Projector:
         return self.followers.positions()
 
     def lag(self) -> dict[str, int]:
-        head = self.log.head()
-        return {name: head - pos for name, pos in self.positions().items()}
+        positions = self.positions()
+        head = self.log.head()  # after the positions: read before, a view that moved on meanwhile looks current
+        return {name: head - pos for name, pos in positions.items()}
 
     def catch_up(self, progress: Callable[[int], None] | None = None, upto: int | None = None,
                  fresh: Sequence[Fact] = ()) -> int:
