@@ -240,9 +240,11 @@ def status(storage: Storage, head: Callable[[], int]) -> list[FollowerStatus]:
 
     The head is read after the positions: read before, a follower that moved on meanwhile
     (its own decisions appended) would look current while the decisions wait for the others,
-    and "every lag 0" would be said before the work is done."""
-    ensure_table(storage)
+    and "every lag 0" would be said before the work is done. Only reads: /health asks this
+    often, and making the table here would take the writer's lock at every call."""
     with storage.reading() as tx:
+        if not _table_exists_tx(tx, storage, FOLLOWERS_TABLE):
+            return []
         rows = tx.all(f"SELECT kind, name, position, error, failed_position, failed_fact, failed_at "
                       f"FROM {FOLLOWERS_TABLE} ORDER BY kind, name")
     at = head()
