@@ -53,12 +53,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from closedloop.app.engine import Engine
 from closedloop.app.settings import default_settings
 from closedloop.domain.facts import parse_ms
 from closedloop.simulation.workload import WorkloadSpec, generate
+
+from baselines import RAW_LOG_TABLE, raw_log_insert  # bench/ (the script's own folder)
 
 EVENTS_PER_CALL = 7.0  # about what the workload yields; the generator is asked for enough
 DAYS = 30
@@ -99,8 +100,7 @@ def raw_baseline(events: list[dict], batch: int, path: Path, synchronous: str) -
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("CREATE TABLE log (stream TEXT, version INTEGER, topic TEXT, state BLOB, "
-                 "PRIMARY KEY (stream, version))")
+    conn.execute(RAW_LOG_TABLE)
     versions: dict[str, int] = {}
     out = []
     for starts in tenths_of(len(events), batch):
@@ -108,15 +108,7 @@ def raw_baseline(events: list[dict], batch: int, path: Path, synchronous: str) -
         for start in starts:
             chunk = events[start : start + batch]
             w0, c0 = time.perf_counter(), time.process_time()
-            rows = []
-            for e in chunk:
-                stream = e["subject"]
-                v = versions.get(stream, 0) + 1
-                versions[stream] = v
-                rows.append((stream, v, e["type"], orjson.dumps(e)))
-            conn.execute("BEGIN")
-            conn.executemany("INSERT INTO log VALUES (?,?,?,?)", rows)
-            conn.execute("COMMIT")
+            raw_log_insert(conn, chunk, versions)
             t.wall += time.perf_counter() - w0
             t.cpu += time.process_time() - c0
             t.events += len(chunk)

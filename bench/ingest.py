@@ -37,6 +37,8 @@ import orjson
 
 from closedloop.simulation.workload import WorkloadSpec, generate
 
+from baselines import RAW_LOG_TABLE, raw_log_insert  # bench/ (the script's own folder)
+
 EVENTS_PER_CALL = 7.0  # about what the workload yields; the generator is asked for enough
 
 
@@ -62,23 +64,12 @@ def raw_baseline(batches: list[bytes], path: Path, synchronous: str) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("CREATE TABLE log (stream TEXT, version INTEGER, topic TEXT, state BLOB, "
-                 "PRIMARY KEY (stream, version))")
+    conn.execute(RAW_LOG_TABLE)
     versions: dict[str, int] = {}
     started = time.perf_counter()
     n = 0
     for body in batches:
-        events = orjson.loads(body)
-        rows = []
-        for e in events:
-            stream = e["subject"]
-            v = versions.get(stream, 0) + 1
-            versions[stream] = v
-            rows.append((stream, v, e["type"], orjson.dumps(e)))
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO log VALUES (?,?,?,?)", rows)
-        conn.execute("COMMIT")
-        n += len(rows)
+        n += raw_log_insert(conn, orjson.loads(body), versions)
     took = time.perf_counter() - started
     conn.close()
     return n / took

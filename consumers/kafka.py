@@ -1,17 +1,7 @@
 """Kafka brokers: connecting, topics, end offsets and producing, shared by the consumer and the publisher.
 
-The message format itself (the CloudEvents Kafka binding) is `closedloop.contract.kafka`.
-
-A Kafka message carries one CloudEvent, in one of the binding's two content modes:
-- binary: the context attributes are headers named `ce_<attribute>` (UTF-8 values), the
-  `content-type` header is the event's `datacontenttype`, and the message value is the data;
-- structured: the `content-type` header is `application/cloudevents+json` and the value is
-  the whole event as JSON (a message with neither `ce_` headers nor a content type is read
-  as structured when its value is a JSON object, since many producers leave the header out).
-The binding defines no batch mode: one message, one event.
-
-The message key is the partitioning key (the case id, so that one case's events stay in
-order on one partition); it is not part of the event.
+The message format itself (the CloudEvents Kafka binding, its content modes and the message
+key) is `closedloop.contract.kafka`.
 """
 
 from __future__ import annotations
