@@ -24,6 +24,7 @@ from closedloop.domain.facts import Fact
 from closedloop.app.engine import Engine
 from closedloop.app.settings import Settings
 from closedloop.log.followers import Failure, Followers
+from closedloop.log.followers import position as follower_position
 
 from closedloop.contract import kafka as wire
 
@@ -107,7 +108,7 @@ class KafkaPublisher:
                                       client_id="closedloop-publish", **options)
 
     def position(self) -> int:
-        return publisher_position(self.engine, self.name)
+        return self.followers.positions()[self.name]
 
     def start_at_head(self) -> bool:
         """A first start that skips history: only what is appended from now on is sent."""
@@ -198,7 +199,8 @@ class KafkaPublisher:
 
 
 def publisher_position(engine: Engine, name: str = KafkaPublisher.name) -> int:
-    return Followers(engine.storage, KIND, [name]).positions()[name]
+    """The publisher's position, only reading (asked by /kafka/lag and the metrics)."""
+    return follower_position(engine.storage, KIND, name)
 
 
 def publisher_status(engine: Engine) -> dict[str, Any]:

@@ -135,25 +135,21 @@ class Followers:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def positions(self) -> dict[str, int]:
-        """Each follower's position; one that has no row yet is at 0."""
+    def read(self) -> dict[str, Place]:
+        """Each follower's place, outside a transaction; one that has no row yet is at 0."""
         if not self.names:
             return {}
         with self.storage.reading() as tx:
-            where, params = self._mine(tx)
-            rows = tx.all(f"SELECT name, position FROM {FOLLOWERS_TABLE} WHERE {where}", params)
-        known = {r["name"]: r["position"] for r in rows}
-        return {n: known.get(n, 0) for n in self.names}
+            known = self.places(tx, lock=False)
+        return {n: known.get(n, Place(0, 0, False)) for n in self.names}
+
+    def positions(self) -> dict[str, int]:
+        """Each follower's position; one that has no row yet is at 0."""
+        return {n: p.position for n, p in self.read().items()}
 
     def running(self) -> list[str]:
         """The followers of this set that have not stopped on a failure."""
-        if not self.names:
-            return []
-        with self.storage.reading() as tx:
-            where, params = self._mine(tx)
-            failed = {r["name"] for r in tx.all(
-                f"SELECT name FROM {FOLLOWERS_TABLE} WHERE {where} AND error IS NOT NULL", params)}
-        return [n for n in self.names if n not in failed]
+        return [n for n, p in self.read().items() if not p.failed]
 
     def places(self, tx: Tx, names: Sequence[str] | None = None, lock: bool = True) -> dict[str, Place]:
         """The rows of these followers inside a write transaction, locked against other
@@ -251,6 +247,15 @@ def status(storage: Storage, head: Callable[[], int]) -> list[FollowerStatus]:
     return [FollowerStatus(r["kind"], r["name"], r["position"], max(0, at - r["position"]),
                            "failed" if r["error"] is not None else "running", r["error"], r["failed_position"],
                            r["failed_fact"], r["failed_at"]) for r in rows]
+
+
+def position(storage: Storage, kind: str, name: str) -> int:
+    """One follower's position, only reading (0: none on record, or no table yet)."""
+    with storage.reading() as tx:
+        if not _table_exists_tx(tx, storage, FOLLOWERS_TABLE):
+            return 0
+        row = tx.one(f"SELECT position FROM {FOLLOWERS_TABLE} WHERE kind = {tx.q} AND name = {tx.q}", [kind, name])
+    return 0 if row is None else row["position"]
 
 
 def resume(storage: Storage, name: str, kind: str | None = None) -> int:

@@ -92,12 +92,11 @@ class Projector:
         if not self.views:
             return 0  # a member whose share holds no view
         with self._lock:
-            positions = self.positions()
             # a view stopped on a failure waits where it stopped; the others go on without it
-            running = self.followers.running()
+            running = [p.position for p in self.followers.read().values() if not p.failed]
             if not running:
                 return 0
-            start = min(positions[name] for name in running)
+            start = min(running)
             if fresh and fresh[0].position == start + 1 and fresh[-1].position == start + len(fresh):
                 self._apply(list(fresh))
                 applied += len(fresh)

@@ -92,10 +92,11 @@ class Reactions:
         count = 0
         with self._lock:
             # a reactor stopped on a failure waits where it stopped; the others go on without it
-            running = set(self.followers.running())
-            pending = [r for r in self.reactors if r.name in running]
+            places = self.followers.read()
+            pending = [r for r in self.reactors if not places[r.name].failed]
             if fresh:
-                together, done = self._react_together(pending, list(fresh), decided)
+                positions = {name: p.position for name, p in places.items()}
+                together, done = self._react_together(pending, list(fresh), decided, positions)
                 count += together
                 pending = [r for r in pending if r.name not in done]
             for reactor in pending:
@@ -114,13 +115,13 @@ class Reactions:
         next turn of whichever process is free. (SQLite has one writer at a time anyway.)"""
         self.followers.skip_busy()
 
-    def _react_together(self, reactors: list[Reactor], fresh: list[Fact],
-                        decided: list[Fact] | None) -> tuple[int, set[str]]:
+    def _react_together(self, reactors: list[Reactor], fresh: list[Fact], decided: list[Fact] | None,
+                        positions: dict[str, int]) -> tuple[int, set[str]]:
         """The usual case after an append: every reactor is just behind the fresh facts (by
         the decisions of the round before, at most). Then they all answer in ONE transaction,
         each seeing the facts in hand plus what the reactors before it decided — one commit
-        instead of one per reactor."""
-        positions = self.positions()
+        instead of one per reactor. `positions`: the reactors' as read before (checked again
+        inside the transaction)."""
         start = min((positions[r.name] for r in reactors), default=0)
         gap = fresh[0].position - 1 - start
         # The gap is what other processes appended since: consumers sharing a topic append
